@@ -1,0 +1,1 @@
+"""ecs-ipam: the Amazon ECS IPAM plugin for CNI, in standard-library Python."""

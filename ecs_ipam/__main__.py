@@ -1,0 +1,5 @@
+"""Lets `python -m ecs_ipam` run the plugin."""
+
+from ecs_ipam.cli import main
+
+main()
