@@ -1,0 +1,66 @@
+"""Shared fixtures: the built artifact, run as a separate process the way a runtime runs it."""
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def artifact():
+    """Path of the built single-file plugin (ECS_IPAM_ARTIFACT, default dist/ecs-ipam)."""
+    path = Path(os.environ.get("ECS_IPAM_ARTIFACT", ROOT / "dist" / "ecs-ipam"))
+    if not path.is_file():
+        pytest.fail(f"no built artifact at {path}: run ./build.sh first (./build.sh test does)")
+    return path
+
+
+class Plugin:
+    """Runs the artifact as a CNI runtime does: a minimal environment, the config on stdin."""
+
+    def __init__(self, artifact, db_path):
+        self.artifact = artifact
+        self.db_path = db_path
+
+    def run(self, command, config=None, stdin=None, env=None, args=(), timeout=30):
+        environ = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "IPAM_DB_PATH": str(self.db_path)}
+        if command is not None:
+            environ["CNI_COMMAND"] = command
+            environ.setdefault("CNI_IFNAME", "eth0")
+        environ.update(env or {})
+        environ = {k: v for k, v in environ.items() if v is not None}
+        if stdin is None and config is not None:
+            stdin = json.dumps(config)
+        proc = subprocess.run(
+            [str(self.artifact), *args],
+            input=(stdin or "").encode(),
+            env=environ,
+            capture_output=True,
+            timeout=timeout,
+            cwd="/",
+        )
+        return Outcome(proc)
+
+
+class Outcome:
+    """One finished plugin process: exit code, stdout parsed as JSON when there is any, stderr."""
+
+    def __init__(self, proc):
+        self.code = proc.returncode
+        self.stdout = proc.stdout.decode()
+        self.stderr = proc.stderr.decode()
+        assert "Traceback" not in self.stdout + self.stderr, self.stdout + self.stderr
+        self.json = json.loads(self.stdout) if self.stdout.strip() else None
+
+    def __repr__(self):
+        return f"<exit {self.code} stdout={self.stdout!r} stderr={self.stderr!r}>"
+
+
+@pytest.fixture
+def plugin(artifact, tmp_path):
+    """A Plugin with its own scratch store under tmp_path."""
+    return Plugin(artifact, tmp_path / "db" / "ipam.db")
