@@ -1,8 +1,145 @@
 """The process edge: environment, argv and stdin in; CNI JSON on stdout and an exit code out."""
 
+import json
+import os
+import re
 import sys
+
+from ecs_ipam.errors import (DECODE_FAILURE, INTERNAL_ERROR, INVALID_ENVIRONMENT, IO_FAILURE,
+                             CNIError)
+from ecs_ipam.versions import NEWEST
+
+DEFAULT_TIMEOUT = 5.0
+USAGE = """\
+ecs-ipam is a CNI IPAM plugin: a runtime runs it with CNI_COMMAND (ADD, DEL, CHECK, VERSION, GC,
+STATUS) and friends in the environment and the network config on stdin.
+  ecs-ipam --version | --capabilities
+  ecs-ipam db list [--json] | db release ADDRESS | db release --id ID | db check   [--db PATH]
+"""
+CAPABILITIES = {"capabilities": ["awsvpc-network-mode"]}
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
+_UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
 def main():
-    sys.stdout.write('{"cniVersion":"1.1.0","code":4,"msg":"not implemented yet"}\n')
-    sys.exit(1)
+    argv = sys.argv[1:]
+    if argv:
+        sys.exit(_subcommand(argv))
+    try:
+        output, code = respond(os.environ, _read_stdin, _warn)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    _write(output)
+    sys.exit(code)
+
+
+def respond(environ, read_stdin, warn):
+    """Run one CNI call: return (the JSON object to print or None, the exit code)."""
+    cni_version = NEWEST
+    try:
+        from ecs_ipam import commands, config, versions
+
+        command = environ.get("CNI_COMMAND")
+        if not command:
+            warn(USAGE.rstrip("\n"))
+            raise CNIError(INVALID_ENVIRONMENT, "required environment variable CNI_COMMAND is missing")
+        if command not in commands.HANDLERS:
+            raise CNIError(INVALID_ENVIRONMENT, f"CNI_COMMAND {command!r} is not a CNI command",
+                           f"expected one of {', '.join(commands.HANDLERS)}")
+        doc = None
+        if command != "VERSION":  # VERSION ignores stdin, which may be absent
+            doc = config.decode(_text(read_stdin()))
+            cni_version = config.cni_version_of(doc)
+            versions.require_command_allowed(command, cni_version)
+            for key in config.unknown_ipam_keys(doc):
+                warn(f"ecs-ipam: warning: ignoring unknown ipam key {key!r} (a typo?)")
+        path = environ.get("IPAM_DB_PATH") or _store_default()
+        timeout = parse_duration("IPAM_DB_CONNECTION_TIMEOUT", environ.get("IPAM_DB_CONNECTION_TIMEOUT"))
+
+        def session(writable=True):
+            from ecs_ipam.store import open_store
+
+            return open_store(path, timeout, writable)
+
+        request = commands.Request(command, cni_version, environ.get("CNI_CONTAINERID") or None,
+                                   environ.get("CNI_IFNAME") or None, doc, session)
+        return commands.HANDLERS[command](request), 0
+    except CNIError as err:
+        return err.to_json(cni_version), 1
+    except Exception as err:  # a bug: still a CNI error, never a traceback
+        return CNIError(INTERNAL_ERROR, f"internal error: {type(err).__name__}: {err}").to_json(cni_version), 1
+
+
+def parse_duration(name, text):
+    """Seconds from a Go duration ("5s", "300ms", "1m30s") or a bare number of seconds; None means 5s."""
+    if text is None or text.strip() == "":
+        return DEFAULT_TIMEOUT
+    value = text.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        sign, body = (-1, value[1:]) if value[:1] == "-" else (1, value.lstrip("+"))
+        parts = _DURATION_PART.findall(body)
+        if not body or "".join(number + unit for number, unit in parts) != body:
+            raise CNIError(INVALID_ENVIRONMENT, f"{name} {text!r} is not a duration",
+                           'use Go duration syntax such as "5s", "300ms" or "1m30s", or a number of seconds')
+        seconds = sign * sum(float(number) * _UNIT_SECONDS[unit] for number, unit in parts)
+    if seconds < 0 or seconds != seconds or seconds == float("inf"):
+        raise CNIError(INVALID_ENVIRONMENT, f"{name} {text!r} must be a finite duration of 0 or more",
+                       "0 waits for the lock without a limit")
+    return seconds
+
+
+def _store_default():
+    from ecs_ipam.store import DEFAULT_PATH
+
+    return DEFAULT_PATH
+
+
+def _text(data):
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise CNIError(DECODE_FAILURE, "failed to decode network config: stdin is not UTF-8", str(err))
+
+
+def _read_stdin():
+    try:
+        return sys.stdin.buffer.read() if sys.stdin is not None else b""
+    except OSError as err:
+        raise CNIError(IO_FAILURE, f"cannot read the network config from stdin: {err.strerror}")
+
+
+def _warn(line):
+    try:
+        sys.stderr.write(line + "\n")
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def _write(output):
+    if output is None:
+        return
+    try:
+        sys.stdout.write(json.dumps(output) + "\n")
+        sys.stdout.flush()
+    except (OSError, ValueError, AttributeError):
+        pass  # nobody is reading our stdout; the exit code still tells
+
+
+def _subcommand(argv):
+    if argv == ["--version"]:
+        from ecs_ipam import version
+
+        _write({"version": version.VERSION, "dirty": False,
+                "gitShortHash": version.GIT_SHORT_HASH, "built": version.BUILT})
+        return 0
+    if argv == ["--capabilities"]:
+        _write(CAPABILITIES)
+        return 0
+    if argv[0] == "db":
+        from ecs_ipam import dbtool
+
+        return dbtool.main(argv[1:], os.environ, _write, _warn)
+    _warn(f"ecs-ipam: unknown arguments {' '.join(argv)!r}\n{USAGE}")
+    return 2

@@ -1,0 +1,258 @@
+"""Parses the network config on stdin into validated, typed values (pure: no files, no environment)."""
+
+import ipaddress
+import json
+from collections import namedtuple
+
+from ecs_ipam.errors import DECODE_FAILURE, INCOMPATIBLE_VERSION, CNIError, config_error
+from ecs_ipam.versions import DEFAULT, require_supported
+
+# A route as the result reports it; gw is the family's gateway when the config gave none.
+Route = namedtuple("Route", "dst gw")
+# One address family of the ipam section: version is 4 or 6, address the static ip_interface or None.
+Family = namedtuple("Family", "version subnet gateway address routes")
+# The ipam section: id is None when absent or empty; families holds IPv4 first, then IPv6.
+IPAM = namedtuple("IPAM", "id families")
+
+MAX_ID_BYTES = 256
+# The longest prefix that still leaves an address once the network address and the gateway
+# (and, for IPv4, the broadcast address) are set aside.
+LONGEST_SUBNET_PREFIX = {4: 30, 6: 126}
+FIELDS = ("subnet", "address", "gateway", "routes")
+KNOWN_IPAM_KEYS = frozenset(
+    ["type", "id"] + [f"ipv{version}-{field}" for version in (4, 6) for field in FIELDS]
+)
+
+
+def decode(text):
+    """The config document: a JSON object, else code 6."""
+    try:
+        doc = json.loads(text)
+    except ValueError as err:
+        raise CNIError(DECODE_FAILURE, "failed to decode network config: invalid JSON", str(err))
+    if not isinstance(doc, dict):
+        raise CNIError(DECODE_FAILURE, "failed to decode network config: expected a JSON object",
+                       f"got {_show(doc)}")
+    return doc
+
+
+def cni_version_of(doc):
+    """The config's cniVersion, checked; a missing or empty one means 0.1.0."""
+    version = doc.get("cniVersion")
+    if version is None or version == "":
+        return DEFAULT
+    if not isinstance(version, str):
+        raise CNIError(INCOMPATIBLE_VERSION, "incompatible CNI versions",
+                       f"cniVersion must be a string, got {_show(version)}")
+    return require_supported(version)
+
+
+def parse_ipam(doc):
+    """The config's ipam section as an IPAM; raise code 7 naming the first invalid field."""
+    section = doc.get("ipam")
+    if not isinstance(section, dict):
+        raise config_error("ipam must be an object" if section is not None else "ipam is missing",
+                           f"got {_show(section)}" if section is not None else "")
+    families = tuple(f for f in (_parse_family(section, 4), _parse_family(section, 6)) if f)
+    if not families:
+        raise config_error("ipam needs ipv4-subnet or ipv6-subnet (or both)")
+    return IPAM(_parse_id(section.get("id")), families)
+
+
+def unknown_ipam_keys(doc):
+    """Keys of the ipam section this plugin does not know (usually typos such as ipv4-gatway)."""
+    section = doc.get("ipam")
+    return [key for key in section if key not in KNOWN_IPAM_KEYS] if isinstance(section, dict) else []
+
+
+def parse_release_hints(doc):
+    """What a DEL can still identify in a config that fails validation: (id, addresses).
+
+    Each field is read on its own and skipped when invalid, so that one bad field
+    does not stop the release of what the others name.
+    """
+    section = doc.get("ipam")
+    if not isinstance(section, dict):
+        return None, ()
+    try:
+        holder = _parse_id(section.get("id"))
+    except CNIError:
+        holder = None
+    addresses = []
+    for version in (4, 6):
+        field = f"ipv{version}-address"
+        try:
+            if section.get(field) is not None:
+                addresses.append(_parse_interface(field, section[field], version).ip)
+        except CNIError:
+            pass
+    return holder, tuple(addresses)
+
+
+def parse_prev_result(doc):
+    """The IP addresses of prevResult (any result version), or None when there is none."""
+    prev = doc.get("prevResult")
+    if prev is None:
+        return None
+    if not isinstance(prev, dict):
+        raise config_error("prevResult must be an object", f"got {_show(prev)}")
+    texts = []
+    ips = prev.get("ips")
+    if ips is not None:
+        if not isinstance(ips, list) or not all(isinstance(entry, dict) for entry in ips):
+            raise config_error("prevResult.ips must be a list of objects", f"got {_show(ips)}")
+        texts += [("prevResult.ips[].address", entry.get("address")) for entry in ips]
+    for key in ("ip4", "ip6"):
+        entry = prev.get(key)
+        if entry is not None:
+            if not isinstance(entry, dict):
+                raise config_error(f"prevResult.{key} must be an object", f"got {_show(entry)}")
+            texts.append((f"prevResult.{key}.ip", entry.get("ip")))
+    addresses = []
+    for field, text in texts:
+        if not isinstance(text, str):
+            raise config_error(f"{field} must be a string", f"got {_show(text)}")
+        try:
+            addresses.append(ipaddress.ip_interface(text).ip)
+        except ValueError:
+            raise config_error(f"{field} {text!r} is not an IP address with a prefix")
+    return tuple(addresses)
+
+
+def parse_attachments(doc):
+    """GC's list of live attachments as a set of (containerID, ifname) pairs."""
+    for key in ("cni.dev/valid-attachments", "cni.dev/attachments"):
+        if key in doc:
+            break
+    else:
+        raise config_error("GC needs cni.dev/valid-attachments in the config")
+    attachments = doc[key]
+    if not isinstance(attachments, list):
+        raise config_error(f"{key} must be a list", f"got {_show(attachments)}")
+    pairs = set()
+    for entry in attachments:
+        container = entry.get("containerID") if isinstance(entry, dict) else None
+        ifname = entry.get("ifname", "") if isinstance(entry, dict) else None
+        if not isinstance(container, str) or not isinstance(ifname, str):
+            raise config_error(f"{key} entries must be objects with string containerID and ifname",
+                               f"got {_show(entry)}")
+        pairs.add((container, ifname))
+    return frozenset(pairs)
+
+
+def _parse_id(value):
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise config_error("id must be a string", f"got {_show(value)}")
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise config_error("id is not valid Unicode text", f"got {value!r}")
+    if size > MAX_ID_BYTES:
+        raise config_error(f"id is {size} bytes long; the limit is {MAX_ID_BYTES}", f"got {value!r}")
+    return value
+
+
+def _parse_family(section, version):
+    prefix = f"ipv{version}-"
+    if section.get(prefix + "subnet") is None:
+        stray = [prefix + field for field in FIELDS[1:] if section.get(prefix + field) is not None]
+        if stray:
+            raise config_error(f"{stray[0]} is set but {prefix}subnet is missing")
+        return None
+    subnet = _parse_subnet(prefix + "subnet", section[prefix + "subnet"], version)
+
+    gateway = subnet.network_address + 1
+    if section.get(prefix + "gateway") is not None:
+        field = prefix + "gateway"
+        gateway = _parse_address(field, section[field], version)
+        _require_host_of(field, gateway, subnet)
+
+    address = None
+    if section.get(prefix + "address") is not None:
+        field = prefix + "address"
+        address = _parse_interface(field, section[field], version)
+        _require_host_of(field, address.ip, subnet)
+
+    routes = tuple(Route(dst, gw or gateway)
+                   for dst, gw in _parse_routes(prefix + "routes", section.get(prefix + "routes"), version))
+    return Family(version, subnet, gateway, address, routes)
+
+
+def _parse_subnet(field, value, version):
+    subnet = _parse_ip(field, value, version, ipaddress.ip_network, "a CIDR block", strict=False)
+    longest = LONGEST_SUBNET_PREFIX[version]
+    if subnet.prefixlen > longest:
+        raise config_error(
+            f"{field} {value!r} is too small: a /{subnet.prefixlen} has no address left once the "
+            f"network address and the gateway are set aside (the longest prefix is /{longest})")
+    return subnet
+
+
+def _parse_interface(field, value, version):
+    if isinstance(value, str) and "/" not in value:
+        raise config_error(f"{field} {value!r} needs a prefix length, like {_example(version)}")
+    return _parse_ip(field, value, version, ipaddress.ip_interface, "an address with a prefix length")
+
+
+def _parse_address(field, value, version):
+    if isinstance(value, str) and "/" in value:
+        raise config_error(f"{field} {value!r} must be a plain address, without a prefix length")
+    return _parse_ip(field, value, version, ipaddress.ip_address, "an address")
+
+
+def _parse_routes(field, value, version):
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise config_error(f"{field} must be a list of routes", f"got {_show(value)}")
+    routes = []
+    for index, route in enumerate(value):
+        where = f"{field}[{index}]"
+        if not isinstance(route, dict):
+            raise config_error(f"{where} must be an object with dst and optional gw", f"got {_show(route)}")
+        if route.get("dst") is None:
+            raise config_error(f"{where}.dst is missing")
+        dst = _parse_ip(where + ".dst", route["dst"], version, ipaddress.ip_network, "a CIDR block",
+                        strict=False)
+        gw = None
+        if route.get("gw") is not None:
+            gw = _parse_address(where + ".gw", route["gw"], version)
+        routes.append((dst, gw))
+    return routes
+
+
+def _parse_ip(field, value, version, parse, what, **options):
+    """Parse value with an ipaddress constructor, insisting on the field's family."""
+    if not isinstance(value, str):
+        raise config_error(f"{field} must be a string", f"got {_show(value)}")
+    try:
+        parsed = parse(value, **options)
+    except ValueError:
+        raise config_error(f"{field} {value!r} is not {what}")
+    ip = parsed.network_address if hasattr(parsed, "network_address") else getattr(parsed, "ip", parsed)
+    if parsed.version != version:
+        raise config_error(f"{field} {value!r} is an IPv{parsed.version} value in an IPv{version} field")
+    if version == 6 and (ip.ipv4_mapped is not None or ip.scope_id is not None):
+        raise config_error(f"{field} {value!r} is not a plain IPv6 value "
+                           "(IPv4-mapped and scoped addresses are not allowed)")
+    return parsed
+
+
+def _require_host_of(field, ip, subnet):
+    """ip must be a host address of subnet: inside it, not its network (nor IPv4 broadcast) address."""
+    if ip not in subnet:
+        raise config_error(f"{field} {str(ip)!r} is outside the subnet {subnet}")
+    if ip == subnet.network_address:
+        raise config_error(f"{field} {str(ip)!r} is the network address of {subnet}")
+    if subnet.version == 4 and ip == subnet.broadcast_address:
+        raise config_error(f"{field} {str(ip)!r} is the broadcast address of {subnet}")
+
+
+def _example(version):
+    return "10.0.0.2/24" if version == 4 else "2001:db8::2/64"
+
+
+def _show(value):
+    return json.dumps(value)

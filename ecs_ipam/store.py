@@ -1,0 +1,526 @@
+"""The allocation database: a dbm.gnu file, a journal beside it, and the lock that serialises them.
+
+Why a journal. gdbm updates its file in place, and a process killed in the middle of
+writing buckets, directory and header leaves a store that may open yet silently miss
+keys; syncing after each write does not close that window. Writing a whole new copy,
+fsyncing it and renaming it over the old one is crash-safe, but costs time in
+proportion to the store on every commit. So the store is two files:
+
+- ``PATH``: a dbm.gnu snapshot that is never modified in place. It is only ever
+  replaced whole: a copy is written beside it, fsynced and renamed over it.
+- ``PATH.journal``: the commits since that snapshot, one line each
+  (``<crc32 hex> <json list of [key, value-or-null]>``), appended with a single
+  write and fsynced before the plugin prints its result.
+
+A reader applies the journal over the snapshot. A kill can only tear the last
+journal line, whose checksum then fails; it was never reported, so it is dropped.
+After COMPACT_AFTER commits the journal is folded into a new snapshot (copy, apply,
+fsync, rename) and removed; since every journal entry writes absolute values, the
+journal replayed again over a snapshot that already holds it changes nothing, so a
+kill between the rename and the removal is harmless too. A commit thus costs one
+small append and fsync, and a compaction's copy is spread over COMPACT_AFTER commits.
+
+All access, reads included, holds an exclusive fcntl lock on ``PATH.lock``.
+"""
+
+import errno
+import fcntl
+import ipaddress
+import json
+import os
+import zlib
+from collections import namedtuple
+
+from ecs_ipam.errors import IO_FAILURE, TRY_AGAIN_LATER, CNIError
+
+DEFAULT_PATH = "/data/eni-ipam.db"
+LAYOUT = "1"
+COMPACT_AFTER = 256
+
+# address is an ip_address, subnet the ip_network it was allocated from, allocated_at Unix seconds.
+Allocation = namedtuple("Allocation", "address id container ifname subnet allocated_at")
+
+_LAYOUT_KEY = "layout"
+_ADDRESS = "a/"  # a/<address> -> the allocation record
+_BY_ID = "i/"  # i/<id> -> JSON list of the addresses the id holds
+_BY_CONTAINER = "c/"  # c/<container id> -> JSON list of the addresses the container holds
+_CURSOR = "s/"  # s/<subnet> -> the last address allocated or released in it
+
+
+class Store:
+    """Allocations, their id and container indexes, and per-subnet cursors over a key-value table."""
+
+    def __init__(self, tables):
+        self._tables = tables
+
+    def holder(self, address):
+        """The allocation holding address, or None."""
+        record = self._tables.get(_ADDRESS + str(address))
+        return None if record is None else _decode_allocation(address, record)
+
+    def reserve(self, allocation):
+        key = str(allocation.address)
+        record = {"id": allocation.id, "container": allocation.container, "ifname": allocation.ifname,
+                  "subnet": str(allocation.subnet), "allocated_at": allocation.allocated_at}
+        self._tables.put(_ADDRESS + key, json.dumps(record))
+        if allocation.id is not None:
+            self._add_to_index(_BY_ID + allocation.id, key)
+        if allocation.container is not None:
+            self._add_to_index(_BY_CONTAINER + allocation.container, key)
+        self.set_cursor(allocation.subnet, allocation.address)
+
+    def release(self, address):
+        """Free address; return the allocation it had, or None when it was not held."""
+        allocation = self.holder(address)
+        if allocation is None:
+            return None
+        key = str(address)
+        self._tables.delete(_ADDRESS + key)
+        if allocation.id is not None:
+            self._remove_from_index(_BY_ID + allocation.id, key)
+        if allocation.container is not None:
+            self._remove_from_index(_BY_CONTAINER + allocation.container, key)
+        self.set_cursor(allocation.subnet, address)
+        return allocation
+
+    def held_by_id(self, holder_id):
+        return self._indexed(_BY_ID + holder_id)
+
+    def held_by_container(self, container, ifname=None):
+        """What the container holds: on ifname only when it is given."""
+        held = self._indexed(_BY_CONTAINER + container)
+        return [a for a in held if ifname is None or a.ifname == ifname]
+
+    def cursor(self, subnet):
+        value = self._tables.get(_CURSOR + str(subnet))
+        return None if value is None else ipaddress.ip_address(value)
+
+    def set_cursor(self, subnet, address):
+        self._tables.put(_CURSOR + str(subnet), str(address))
+
+    def allocations(self):
+        """Every allocation, in address order (IPv4 first)."""
+        found = [_decode_allocation(ipaddress.ip_address(key[len(_ADDRESS):]), self._tables.get(key))
+                 for key in self._tables.keys() if key.startswith(_ADDRESS)]
+        return sorted(found, key=lambda a: (a.address.version, a.address))
+
+    def cursors(self):
+        """{subnet text: cursor address text} for every subnet with a cursor."""
+        return {key[len(_CURSOR):]: self._tables.get(key)
+                for key in sorted(self._tables.keys()) if key.startswith(_CURSOR)}
+
+    def is_held(self, address):
+        return self._tables.get(_ADDRESS + str(address)) is not None
+
+    def problems(self):
+        """What is inconsistent in the store, as sentences; empty when it is sound."""
+        problems = []
+        expected = {}  # index key -> the addresses the records put in it
+        listed = {}  # index key -> the addresses it lists
+        for key in self._tables.keys():
+            value = self._tables.get(key)
+            if key.startswith(_ADDRESS):
+                try:
+                    allocation = _decode_allocation(ipaddress.ip_address(key[len(_ADDRESS):]), value)
+                except (ValueError, KeyError, TypeError) as err:
+                    problems.append(f"record {key!r} is unreadable: {err!r}")
+                    continue
+                for prefix, owner in ((_BY_ID, allocation.id), (_BY_CONTAINER, allocation.container)):
+                    if owner is not None:
+                        expected.setdefault(prefix + owner, set()).add(str(allocation.address))
+            elif key.startswith((_BY_ID, _BY_CONTAINER)):
+                try:
+                    listed[key] = set(json.loads(value))
+                except (ValueError, TypeError) as err:
+                    problems.append(f"index {key!r} is unreadable: {err!r}")
+            elif key.startswith(_CURSOR):
+                try:
+                    ipaddress.ip_address(value)
+                except ValueError:
+                    problems.append(f"cursor {key!r} holds {value!r}, not an address")
+            elif key != _LAYOUT_KEY:
+                problems.append(f"unexpected key {key!r}")
+        for key in sorted(set(expected) | set(listed)):
+            if expected.get(key, set()) != listed.get(key, set()):
+                problems.append(f"index {key!r} lists {sorted(listed.get(key, ()))}, "
+                                f"but the records give {sorted(expected.get(key, ()))}")
+        return problems
+
+    def _indexed(self, key):
+        value = self._tables.get(key)
+        held = [self.holder(ipaddress.ip_address(text)) for text in (json.loads(value) if value else [])]
+        return [a for a in held if a is not None]
+
+    def _add_to_index(self, key, address_text):
+        value = self._tables.get(key)
+        listed = json.loads(value) if value else []
+        if address_text not in listed:
+            self._tables.put(key, json.dumps(listed + [address_text]))
+
+    def _remove_from_index(self, key, address_text):
+        value = self._tables.get(key)
+        listed = [text for text in (json.loads(value) if value else []) if text != address_text]
+        if listed:
+            self._tables.put(key, json.dumps(listed))
+        else:
+            self._tables.delete(key)
+
+
+def _decode_allocation(address, value):
+    record = json.loads(value)
+    return Allocation(address, record["id"], record["container"], record["ifname"],
+                      ipaddress.ip_network(record["subnet"]), record["allocated_at"])
+
+
+class MemoryTables:
+    """An in-memory table with the interface of the disk one, for tests and dry runs."""
+
+    def __init__(self, items=None):
+        self._items = dict(items or {})
+
+    def get(self, key):
+        return self._items.get(key)
+
+    def put(self, key, value):
+        self._items[key] = value
+
+    def delete(self, key):
+        self._items.pop(key, None)
+
+    def keys(self):
+        return list(self._items)
+
+
+class open_store:
+    """``with open_store(path, timeout) as store:`` locks, loads, and on success commits.
+
+    timeout is in seconds (0 waits forever). With writable=False nothing is ever
+    written or created, and a store that does not exist reads as empty.
+    An exception inside the block discards every change made in it.
+    """
+
+    def __init__(self, path, timeout, writable=True):
+        self.path = path
+        self.timeout = timeout
+        self.writable = writable
+        self._lock_fd = None
+        self._tables = None
+
+    def __enter__(self):
+        try:
+            if not self.writable and not _exists_any(self.path):
+                self._tables = MemoryTables()
+                return Store(self._tables)
+            if self.writable:
+                os.makedirs(os.path.dirname(os.path.abspath(self.path)), mode=0o700, exist_ok=True)
+            self._lock_fd = _lock(self.path + ".lock", self.timeout)
+            self._tables = _DiskTables(self.path)
+            return Store(self._tables)
+        except OSError as err:
+            self._close()
+            raise _io_error(self.path, err)
+        except BaseException:
+            self._close()
+            raise
+
+    def __exit__(self, exc_type, exc, tb):
+        try:
+            if exc_type is None and self.writable and isinstance(self._tables, _DiskTables):
+                self._tables.commit()
+        except OSError as err:
+            raise _io_error(self.path, err)
+        finally:
+            self._close()
+        return False
+
+    def _close(self):
+        if isinstance(self._tables, _DiskTables):
+            self._tables.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the lock
+            self._lock_fd = None
+
+
+def _exists_any(path):
+    return os.path.exists(path) or os.path.exists(path + ".journal")
+
+
+class _LockTimeout(Exception):
+    pass
+
+
+def _lock(lock_path, timeout):
+    """Open lock_path and take an exclusive lock on it, waiting at most timeout seconds."""
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return fd
+    except BlockingIOError:
+        pass
+    except BaseException:
+        os.close(fd)
+        raise
+    if not timeout:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return fd
+    import signal
+
+    def expire(signum, frame):
+        raise _LockTimeout()
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, timeout)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        return fd
+    except _LockTimeout:
+        os.close(fd)
+        raise CNIError(TRY_AGAIN_LATER, f"timed out after {timeout:g}s waiting for the lock on {lock_path}",
+                       "another ecs-ipam process holds the store; try again later "
+                       "(IPAM_DB_CONNECTION_TIMEOUT sets the wait)")
+    except BaseException:
+        os.close(fd)
+        raise
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _io_error(path, err):
+    where = err.filename or path
+    return CNIError(IO_FAILURE, f"store {path}: {err.strerror or err} ({where})",
+                    f"errno {errno.errorcode.get(err.errno, err.errno)}")
+
+
+def _gdbm():
+    try:
+        import dbm.gnu
+    except ImportError:
+        import sys
+        raise CNIError(IO_FAILURE, f"this Python ({sys.executable}) has no dbm.gnu module",
+                       "install GNU dbm support for it: python3-gdbm on Debian, Ubuntu and Alpine "
+                       "(py3-gdbm); Amazon Linux 2023 and Fedora include it")
+    return dbm.gnu
+
+
+class _DiskTables:
+    """The snapshot, the journal over it, and this session's pending changes."""
+
+    def __init__(self, path):
+        self.path = path
+        self.journal_path = path + ".journal"
+        self._gdbm = _gdbm()
+        self._base = self._open_base()
+        self._overlay = {}  # key -> value or None (deleted), from the journal
+        self._pending = {}  # key -> value or None, from this session
+        self._records = 0
+        self._journal_length = 0  # bytes of whole, valid records
+        self._journal_exists = False
+        self._read_journal()
+        layout = self.get(_LAYOUT_KEY)
+        if layout is not None and layout != LAYOUT:
+            raise CNIError(IO_FAILURE, f"store {path} has layout {layout!r}; this ecs-ipam reads layout {LAYOUT!r}",
+                           "it was written by a newer ecs-ipam: use that version")
+
+    def get(self, key):
+        for layer in (self._pending, self._overlay):
+            if key in layer:
+                return layer[key]
+        if self._base is None:
+            return None
+        try:
+            return self._base[key.encode()].decode()
+        except KeyError:
+            return None
+
+    def put(self, key, value):
+        self._pending[key] = value
+
+    def delete(self, key):
+        self._pending[key] = None
+
+    def keys(self):
+        present = set(k.decode() for k in self._base.keys()) if self._base is not None else set()
+        for layer in (self._overlay, self._pending):
+            for key, value in layer.items():
+                (present.add if value is not None else present.discard)(key)
+        return sorted(present)
+
+    def commit(self):
+        changes = {key: value for key, value in self._pending.items()
+                   if value != self.get_committed(key)}
+        if not changes:
+            return
+        if self._base is None and not self._journal_exists:
+            changes.setdefault(_LAYOUT_KEY, LAYOUT)
+            self._write_snapshot(changes)
+            return
+        self._append(changes)
+        if self._records >= COMPACT_AFTER:
+            self.compact()
+
+    def get_committed(self, key):
+        if key in self._overlay:
+            return self._overlay[key]
+        if self._base is None:
+            return None
+        try:
+            return self._base[key.encode()].decode()
+        except KeyError:
+            return None
+
+    def compact(self):
+        """Fold the journal into a new snapshot, then remove it (see the module docstring)."""
+        self._write_snapshot(self._overlay)
+        os.unlink(self.journal_path)
+        _fsync_directory(self.path)
+        self._records = 0
+        self._journal_exists = False
+
+    def close(self):
+        if self._base is not None:
+            self._base.close()
+            self._base = None
+
+    def _open_base(self):
+        if not os.path.exists(self.path):
+            return None
+        try:
+            return self._gdbm.open(self.path, "ru")
+        except self._gdbm.error:
+            raise CNIError(IO_FAILURE, f"{self.path} is not an ecs-ipam store: {_describe(self.path)}",
+                           "ecs-ipam never overwrites it; move it away or point IPAM_DB_PATH at another "
+                           "path (the Go plugin's BoltDB store cannot be read by ecs-ipam)")
+
+    def _read_journal(self):
+        try:
+            with open(self.journal_path, "rb") as journal:
+                data = journal.read()
+        except FileNotFoundError:
+            return
+        self._journal_exists = True
+        lines = data.split(b"\n")
+        # lines[-1] is what follows the last newline: empty, or a torn write.
+        for number, line in enumerate(lines[:-1], 1):
+            changes = _decode_record(line)
+            if changes is None:
+                if number == len(lines) - 1 and not lines[-1]:
+                    break  # the last record, torn by a crash before it was reported
+                raise CNIError(IO_FAILURE, f"store journal {self.journal_path} is damaged at record {number}",
+                               "a record before the last one fails its checksum; "
+                               "run `ecs-ipam db check` and restore the store from a backup")
+            self._overlay.update(changes)
+            self._records += 1
+            self._journal_length += len(line) + 1
+
+    def _append(self, changes):
+        line = _encode_record(changes)
+        fd = os.open(self.journal_path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            os.ftruncate(fd, self._journal_length)  # drop a torn tail before appending
+            os.lseek(fd, self._journal_length, os.SEEK_SET)
+            try:
+                written = os.write(fd, line)
+                if written != len(line):
+                    raise OSError(errno.ENOSPC, "short write to the journal", self.journal_path)
+                os.fsync(fd)
+            except OSError:
+                os.ftruncate(fd, self._journal_length)
+                raise
+        finally:
+            os.close(fd)
+        if not self._journal_exists:
+            _fsync_directory(self.path)
+            self._journal_exists = True
+        self._journal_length += len(line)
+        self._records += 1
+        self._overlay.update(changes)
+        self._pending = {}
+
+    def _write_snapshot(self, changes):
+        """Write base + changes to PATH.new, fsync it, and rename it over PATH."""
+        new_path = self.path + ".new"
+        try:
+            os.unlink(new_path)  # left by a compaction that was killed
+        except FileNotFoundError:
+            pass
+        try:
+            fd = os.open(new_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            try:
+                if self._base is not None:
+                    _copy_file(self.path, fd)
+            finally:
+                os.close(fd)
+            snapshot = self._gdbm.open(new_path, "wu" if self._base is not None else "nu", 0o600)
+            try:
+                for key, value in changes.items():
+                    if value is None:
+                        if key.encode() in snapshot:
+                            del snapshot[key.encode()]
+                    else:
+                        snapshot[key.encode()] = value.encode()
+            finally:
+                snapshot.close()
+            fd = os.open(new_path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.rename(new_path, self.path)
+        except BaseException:
+            try:
+                os.unlink(new_path)
+            except OSError:
+                pass
+            raise
+        _fsync_directory(self.path)
+
+
+def _copy_file(source_path, target_fd):
+    with open(source_path, "rb") as source:
+        size = os.fstat(source.fileno()).st_size
+        offset = 0
+        while offset < size:
+            sent = os.sendfile(target_fd, source.fileno(), offset, size - offset)
+            if sent == 0:
+                break
+            offset += sent
+
+
+def _fsync_directory(path):
+    fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _encode_record(changes):
+    payload = json.dumps(sorted(changes.items()), separators=(",", ":")).encode()
+    return b"%08x %s\n" % (zlib.crc32(payload), payload)
+
+
+def _decode_record(line):
+    """The {key: value-or-None} of one journal line, or None when the line is damaged."""
+    checksum, _, payload = line.partition(b" ")
+    try:
+        if int(checksum, 16) != zlib.crc32(payload):
+            return None
+        return {key: value for key, value in json.loads(payload)}
+    except (ValueError, TypeError):
+        return None
+
+
+def _describe(path):
+    """A short description of what a file that is not a gdbm store looks like."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(32)
+    except OSError as err:
+        return f"cannot read it ({err.strerror})"
+    if not head:
+        return "the file is empty"
+    if head[16:20] == b"\xed\xda\x0c\xed":
+        return "it is a BoltDB file, as written by the Go ecs-ipam plugin"
+    return "it is not a dbm.gnu file"
