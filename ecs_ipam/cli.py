@@ -140,6 +140,6 @@ def _subcommand(argv):
     if argv[0] == "db":
         from ecs_ipam import dbtool
 
-        return dbtool.main(argv[1:], os.environ, _write, _warn)
+        return dbtool.main(argv[1:], os.environ)
     _warn(f"ecs-ipam: unknown arguments {' '.join(argv)!r}\n{USAGE}")
     return 2

@@ -212,7 +212,7 @@ class open_store:
                 self._tables = MemoryTables()
                 return Store(self._tables)
             if self.writable:
-                os.makedirs(os.path.dirname(os.path.abspath(self.path)), mode=0o700, exist_ok=True)
+                _make_directories(os.path.dirname(os.path.abspath(self.path)))
             self._lock_fd = _lock(self.path + ".lock", self.timeout)
             self._tables = _DiskTables(self.path)
             return Store(self._tables)
@@ -239,6 +239,19 @@ class open_store:
         if self._lock_fd is not None:
             os.close(self._lock_fd)  # releases the lock
             self._lock_fd = None
+
+
+def _make_directories(directory):
+    """Create directory and its missing parents, each 0700 (os.makedirs gives only the leaf a mode)."""
+    missing = []
+    while not os.path.isdir(directory):
+        missing.append(directory)
+        directory = os.path.dirname(directory)
+    for directory in reversed(missing):
+        try:
+            os.mkdir(directory, 0o700)
+        except FileExistsError:
+            pass
 
 
 def _exists_any(path):
