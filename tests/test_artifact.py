@@ -49,6 +49,11 @@ def build_id_of(artifact):
         return json.loads(archive.read("environment.json"))["build_id"]
 
 
+def unpacked_name(artifact):
+    """shiv's name for the unpacked copy: the archive's resolved file name and the build id."""
+    return f"{Path(artifact).resolve().name}_{build_id_of(artifact)}"
+
+
 def unpacked_dirs(root):
     return sorted(p.name for p in Path(root).iterdir() if not p.name.startswith("."))
 
@@ -108,7 +113,7 @@ def test_runs_from_env_i_with_no_home_and_a_read_only_root_home(artifact, tmp_pa
     )
     assert version_of(outcome("cold")) == version_of(outcome("warm"))
     assert version_of(outcome("add"))["ips"][0]["address"] == "10.77.0.2/24"
-    assert f"ecs-ipam_{build_id_of(artifact)}" in outcome.read("unpacked").split()
+    assert unpacked_name(artifact) in outcome.read("unpacked").split()
     assert outcome.read("root-mode").strip() == "700"
 
 
@@ -130,7 +135,7 @@ def test_runs_from_a_read_only_install_dir(artifact, tmp_path, namespace):
     )
     assert version_of(outcome("cold")) == version_of(outcome("warm"))
     assert os.listdir(bin_dir) == ["ecs-ipam"]
-    assert unpacked_dirs(tmp_path / "root") == [f"ecs-ipam_{build_id_of(artifact)}"]
+    assert unpacked_dirs(tmp_path / "root") == [unpacked_name(bin_dir / "ecs-ipam")]
 
 
 def test_many_copies_at_once_on_first_start(artifact, tmp_path):
@@ -151,7 +156,7 @@ def test_many_copies_at_once_on_first_start(artifact, tmp_path):
         assert code == 0 and b"Traceback" not in stderr, (stdout, stderr)
     addresses = {json.loads(stdout)["ips"][0]["address"] for stdout, _, _ in results}
     assert len(addresses) == 20
-    assert unpacked_dirs(root) == [f"ecs-ipam_{build_id_of(artifact)}"]
+    assert unpacked_dirs(root) == [unpacked_name(artifact)]
 
 
 def test_first_start_after_a_reboot_unpacks_again(artifact, tmp_path):
@@ -159,7 +164,7 @@ def test_first_start_after_a_reboot_unpacks_again(artifact, tmp_path):
     first = version_of(run(artifact, "--version", env=env))
     shutil.rmtree(tmp_path / "root")  # what a reboot does to /run
     assert version_of(run(artifact, "--version", env=env)) == first
-    assert unpacked_dirs(tmp_path / "root") == [f"ecs-ipam_{build_id_of(artifact)}"]
+    assert unpacked_dirs(tmp_path / "root") == [unpacked_name(artifact)]
 
 
 def test_warm_start_skips_shivs_bootstrap(artifact, tmp_path):
@@ -171,14 +176,14 @@ def test_warm_start_skips_shivs_bootstrap(artifact, tmp_path):
     for module in (b"_bootstrap", b"zipfile", b"compileall", b"subprocess", b"pathlib"):
         assert not re.search(rb"\|\s+" + module + rb"$", warm.stderr, re.MULTILINE), module
     # The first start's imports left bytecode, so warm starts do not compile again.
-    package = tmp_path / "root" / f"ecs-ipam_{build_id_of(artifact)}" / "site-packages" / "ecs_ipam"
+    package = tmp_path / "root" / unpacked_name(artifact) / "site-packages" / "ecs_ipam"
     assert list((package / "__pycache__").glob("cli.*.pyc"))
 
 
 def test_shiv_force_extract_repairs_a_damaged_copy(artifact, tmp_path):
     env = {"SHIV_ROOT": str(tmp_path / "root")}
     expected = version_of(run(artifact, "--version", env=env))
-    cli = tmp_path / "root" / f"ecs-ipam_{build_id_of(artifact)}" / "site-packages" / "ecs_ipam" / "cli.py"
+    cli = tmp_path / "root" / unpacked_name(artifact) / "site-packages" / "ecs_ipam" / "cli.py"
     cli.write_text("")
     assert run(artifact, "--version", env=env).returncode != 0
     assert version_of(run(artifact, "--version", env={**env, "SHIV_FORCE_EXTRACT": "1"})) == expected
