@@ -374,12 +374,16 @@ class _DiskTables:
         if not changes:
             return
         if self._base is None and not self._journal_exists:
-            changes.setdefault(_LAYOUT_KEY, LAYOUT)
             self._write_snapshot(changes)
             return
         self._append(changes)
         if self._records >= COMPACT_AFTER:
-            self.compact()
+            try:
+                self.compact()
+            except OSError:
+                # The commit is already durable in the journal, so the call must not fail;
+                # the next commit tries the compaction again.
+                pass
 
     def get_committed(self, key):
         if key in self._overlay:
@@ -475,6 +479,7 @@ class _DiskTables:
                 os.close(fd)
             snapshot = self._gdbm.open(new_path, "wu" if self._base is not None else "nu", 0o600)
             try:
+                snapshot[_LAYOUT_KEY.encode()] = LAYOUT.encode()
                 for key, value in changes.items():
                     if value is None:
                         if key.encode() in snapshot:
