@@ -19,7 +19,8 @@ VENV=.venv
 ARTIFACT=dist/ecs-ipam
 # The artifact carries shiv's bootstrap, so its bytes depend on shiv's version: pin it.
 SHIV_REQUIREMENT="shiv==1.0.8"
-PYTEST_REQUIREMENT="pytest>=7"
+# pytest runs the tests; setuptools and wheel let the pip-install test build offline.
+TEST_REQUIREMENTS=("pytest>=7" "setuptools>=61" "wheel")
 
 say() { printf '%s\n' "$*" >&2; }
 die() { say "build.sh: $*"; exit 1; }
@@ -49,11 +50,11 @@ ensure_venv() {
     has_dbm_gnu "$VENV/bin/python" \
         || die "$VENV was made from a Python without dbm.gnu: remove it (rm -rf $VENV) and run again, with PYTHON=... if needed"
     if ! "$VENV/bin/python" -c '
-import sys, shiv, pytest
+import sys, shiv, pytest, wheel
 sys.exit(shiv.__version__ != sys.argv[1])' "${SHIV_REQUIREMENT#shiv==}" >/dev/null 2>&1; then
-        say "build.sh: installing $SHIV_REQUIREMENT and pytest into $VENV"
-        "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "$SHIV_REQUIREMENT" "$PYTEST_REQUIREMENT" \
-            || die "could not install $SHIV_REQUIREMENT and pytest from PyPI into $VENV"
+        say "build.sh: installing $SHIV_REQUIREMENT ${TEST_REQUIREMENTS[*]} into $VENV"
+        "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "$SHIV_REQUIREMENT" "${TEST_REQUIREMENTS[@]}" \
+            || die "could not install $SHIV_REQUIREMENT ${TEST_REQUIREMENTS[*]} from PyPI into $VENV"
     fi
 }
 
