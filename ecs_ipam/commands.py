@@ -45,7 +45,9 @@ def delete(request):
         if addresses:
             for address in addresses:
                 held = store.holder(address)
-                if held is not None and address not in gateways and held.id in (None, holder):
+                # Given an id too, an address that has since gone to another id is left alone.
+                gone_to_another = holder is not None and held is not None and held.id not in (None, holder)
+                if held is not None and address not in gateways and not gone_to_another:
                     store.release(address)
             if holder is not None:
                 for held in store.held_by_id(holder):
