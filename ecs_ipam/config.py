@@ -234,7 +234,9 @@ def _parse_ip(field, value, version, parse, what, **options):
     ip = parsed.network_address if hasattr(parsed, "network_address") else getattr(parsed, "ip", parsed)
     if parsed.version != version:
         raise config_error(f"{field} {value!r} is an IPv{parsed.version} value in an IPv{version} field")
-    if version == 6 and (ip.ipv4_mapped is not None or ip.scope_id is not None):
+    # An IPv6Interface keeps its scope to itself: its .ip has scope_id None.
+    if version == 6 and (ip.ipv4_mapped is not None or ip.scope_id is not None
+                         or getattr(parsed, "scope_id", None) is not None):
         raise config_error(f"{field} {value!r} is not a plain IPv6 value "
                            "(IPv4-mapped and scoped addresses are not allowed)")
     return parsed
