@@ -1,0 +1,446 @@
+"""End to end: the process edge, versions, config validation, the environment and a broken store."""
+
+import contextlib
+import fcntl
+import os
+import shutil
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from e2e_support import (ALL_VERSIONS, DUAL, V4, V6, add, add_address, failed, mode_of, netconf,
+                         silent_success, store_files, succeeded)
+
+SUPPORTED = list(ALL_VERSIONS)
+BOLT_FIXTURE = Path("/work/shared/fixtures/go-plugin-boltdb/ipv4-basic.db")
+NO_GDBM_PYTHON = Path("/root/.pyenv/versions/3.11.7/bin/python3")
+SOURCE = Path(__file__).resolve().parent.parent
+
+
+# -- commands, flags and versions -----------------------------------------------------------
+
+@pytest.mark.parametrize("stdin", ["", "not json at all", '{"cniVersion": "9.9.9"}', "\xff"])
+def test_version_ignores_stdin(plugin, stdin):
+    outcome = succeeded(plugin.run("VERSION", stdin=stdin))
+    assert outcome.json == {"cniVersion": "1.1.0", "supportedVersions": SUPPORTED}
+    assert not Path(plugin.db_path).parent.exists()  # VERSION never touches the store
+
+
+def test_version_flag(plugin):
+    outcome = succeeded(plugin.run(None, args=["--version"]))
+    assert isinstance(outcome.json["version"], str) and outcome.json["version"]
+
+
+def test_capabilities_flag(plugin):
+    outcome = succeeded(plugin.run(None, args=["--capabilities"]))
+    assert outcome.json == {"capabilities": ["awsvpc-network-mode"]}
+
+
+@pytest.mark.parametrize("command", [None, ""])
+def test_no_cni_command_is_code_4_with_a_usage_hint(plugin, command):
+    outcome = plugin.run(command, config=netconf(V4))
+    error = failed(outcome, 4, "CNI_COMMAND")
+    assert error["cniVersion"] == "1.1.0"
+    assert "--version" in outcome.stderr and "CNI_COMMAND" in outcome.stderr
+
+
+@pytest.mark.parametrize("command", ["add", "Add", "FOO", "ADD ", "DELETE"])
+def test_unknown_cni_command_is_code_4_naming_it(plugin, command):
+    failed(plugin.run(command, config=netconf(V4)), 4, repr(command))
+    assert store_files(plugin) == {}
+
+
+@pytest.mark.parametrize("cni_version", ["0.5.0", "1.2.0", "2.0.0", "1.0", "v1.0.0", "0.3", " 1.0.0"])
+@pytest.mark.parametrize("command", ["ADD", "DEL", "CHECK", "STATUS"])
+def test_unsupported_cni_version_is_code_1_naming_it_and_the_list(plugin, command, cni_version):
+    outcome = plugin.run(command, config=netconf({**V4, "id": "a"}, cni_version))
+    error = failed(outcome, 1, repr(cni_version), *SUPPORTED)
+    assert error["msg"] == "incompatible CNI versions"
+    assert store_files(plugin) == {}
+
+
+def test_non_string_cni_version_is_code_1(plugin):
+    failed(plugin.run("ADD", config=netconf(V4, 1.0)), 1, "1.0")
+
+
+@pytest.mark.parametrize("cni_version", ["0.1.0", "0.2.0", "0.3.0", "0.3.1", None])
+def test_check_needs_0_4_0(plugin, cni_version):
+    add(plugin, {**V4, "id": "a"})
+    failed(plugin.run("CHECK", config=netconf({**V4, "id": "a"}, cni_version)), 1, "CHECK")
+
+
+@pytest.mark.parametrize("command", ["GC", "STATUS"])
+@pytest.mark.parametrize("cni_version", ["0.1.0", "0.4.0", "1.0.0", None])
+def test_gc_and_status_need_1_1_0(plugin, command, cni_version):
+    add(plugin, V4, env={"CNI_CONTAINERID": "c1"})
+    before = store_files(plugin)
+    conf = netconf(V4, cni_version, **{"cni.dev/valid-attachments": []})
+    failed(plugin.run(command, config=conf), 1, command)
+    assert store_files(plugin) == before
+
+
+# -- decoding -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("stdin", ["", "{", '{"cniVersion": "1.0.0",}', "[]", '"ipam"', "null", "\xff\xfe"])
+@pytest.mark.parametrize("command", ["ADD", "DEL"])
+def test_undecodable_config_is_code_6(plugin, command, stdin):
+    failed(plugin.run(command, stdin=stdin, env={"CNI_CONTAINERID": "c1"}), 6)
+    assert store_files(plugin) == {}
+
+
+def test_non_utf8_stdin_is_code_6(plugin, artifact):
+    proc = subprocess.run([str(artifact)], input=b'{"name": "\xff"}', capture_output=True, cwd="/",
+                          env={"CNI_COMMAND": "ADD", "IPAM_DB_PATH": str(plugin.db_path)})
+    assert proc.returncode == 1
+    assert b"Traceback" not in proc.stdout + proc.stderr
+    assert b'"code": 6' in proc.stdout
+
+
+# -- config validation (code 7) -------------------------------------------------------------
+
+INVALID = [
+    # (ipam, fragments the message must contain)
+    ({}, ["ipv4-subnet", "ipv6-subnet"]),
+    ({"id": "x"}, ["ipv4-subnet"]),
+    ({"ipv4-subnet": "10.0.0.0/31"}, ["ipv4-subnet", "10.0.0.0/31", "small"]),
+    ({"ipv4-subnet": "10.0.0.0/32"}, ["ipv4-subnet", "10.0.0.0/32", "small"]),
+    ({"ipv6-subnet": "2001:db8::/127"}, ["ipv6-subnet", "2001:db8::/127", "small"]),
+    ({"ipv6-subnet": "2001:db8::/128"}, ["ipv6-subnet", "2001:db8::/128", "small"]),
+    ({"ipv4-subnet": "2001:db8::/64"}, ["ipv4-subnet", "2001:db8::/64"]),
+    ({"ipv6-subnet": "10.0.0.0/24"}, ["ipv6-subnet", "10.0.0.0/24"]),
+    ({"ipv4-subnet": "10.0.0.0/33"}, ["ipv4-subnet", "10.0.0.0/33"]),
+    ({"ipv4-subnet": "banana"}, ["ipv4-subnet", "banana"]),
+    ({"ipv4-subnet": "10.0.0.0"}, ["ipv4-subnet", "10.0.0.0"]),
+    ({"ipv4-subnet": 42}, ["ipv4-subnet", "42"]),
+    ({"ipv4-subnet": ["10.0.0.0/24"]}, ["ipv4-subnet", "10.0.0.0/24"]),
+    ({"ipv4-subnet": "010.0.0.0/24"}, ["ipv4-subnet", "010.0.0.0/24"]),
+    ({"ipv6-subnet": "::ffff:10.0.0.0/120"}, ["ipv6-subnet", "::ffff:10.0.0.0/120"]),
+    ({**V4, "ipv4-address": "10.0.0.2"}, ["ipv4-address", "10.0.0.2", "prefix"]),
+    ({**V4, "ipv4-address": "10.1.0.2/24"}, ["ipv4-address", "10.1.0.2", "10.0.0.0/24"]),
+    ({**V4, "ipv4-address": "10.0.0.0/24"}, ["ipv4-address", "10.0.0.0", "network"]),
+    ({**V4, "ipv4-address": "10.0.0.255/24"}, ["ipv4-address", "10.0.0.255", "broadcast"]),
+    ({**V4, "ipv4-address": "2001:db8::2/64"}, ["ipv4-address", "2001:db8::2/64"]),
+    ({**V4, "ipv4-address": "10.0.0.2/33"}, ["ipv4-address", "10.0.0.2/33"]),
+    ({**V4, "ipv4-address": 167772162}, ["ipv4-address", "167772162"]),
+    ({**V6, "ipv6-address": "2001:db8::2"}, ["ipv6-address", "2001:db8::2", "prefix"]),
+    ({**V6, "ipv6-address": "2001:db8:1::2/64"}, ["ipv6-address", "2001:db8:1::2", "2001:db8::/64"]),
+    ({**V6, "ipv6-address": "2001:db8::/64"}, ["ipv6-address", "2001:db8::", "network"]),
+    ({**V6, "ipv6-address": "10.0.0.2/24"}, ["ipv6-address", "10.0.0.2/24"]),
+    ({"ipv6-subnet": "::/64", "ipv6-address": "::ffff:10.0.0.2/64"}, ["ipv6-address", "::ffff:10.0.0.2"]),
+    ({"ipv6-subnet": "::/64", "ipv6-gateway": "::ffff:10.0.0.1"}, ["ipv6-gateway", "::ffff:10.0.0.1"]),
+    ({**V6, "ipv6-address": "2001:db8::2%eth0/64"}, ["ipv6-address", "2001:db8::2%eth0/64"]),
+    ({**V4, "ipv4-gateway": "10.0.0.1/24"}, ["ipv4-gateway", "10.0.0.1/24"]),
+    ({**V4, "ipv4-gateway": "10.1.0.1"}, ["ipv4-gateway", "10.1.0.1", "10.0.0.0/24"]),
+    ({**V4, "ipv4-gateway": "10.0.0.0"}, ["ipv4-gateway", "10.0.0.0", "network"]),
+    ({**V4, "ipv4-gateway": "10.0.0.255"}, ["ipv4-gateway", "10.0.0.255", "broadcast"]),
+    ({**V4, "ipv4-gateway": "2001:db8::1"}, ["ipv4-gateway", "2001:db8::1"]),
+    ({**V6, "ipv6-gateway": "2001:db8:1::1"}, ["ipv6-gateway", "2001:db8:1::1"]),
+    ({**V6, "ipv6-gateway": "2001:db8::"}, ["ipv6-gateway", "2001:db8::", "network"]),
+    ({**V6, "ipv6-gateway": "2001:db8::1/64"}, ["ipv6-gateway", "2001:db8::1/64"]),
+    ({**V4, "ipv4-gateway": True}, ["ipv4-gateway", "true"]),
+    ({**V4, "ipv4-routes": "169.254.170.2/32"}, ["ipv4-routes", "169.254.170.2/32"]),
+    ({**V4, "ipv4-routes": {"dst": "169.254.170.2/32"}}, ["ipv4-routes", "169.254.170.2/32"]),
+    ({**V4, "ipv4-routes": ["169.254.170.2/32"]}, ["ipv4-routes[0]", "169.254.170.2/32"]),
+    ({**V4, "ipv4-routes": [{"gw": "10.0.0.1"}]}, ["ipv4-routes[0].dst"]),
+    ({**V4, "ipv4-routes": [{"dst": None}]}, ["ipv4-routes[0].dst"]),
+    ({**V4, "ipv4-routes": [{"dst": "fd00:ec2::254/128"}]}, ["ipv4-routes[0].dst", "fd00:ec2::254/128"]),
+    ({**V4, "ipv4-routes": [{"dst": "169.254.170.2/32"}, {"dst": "nope"}]}, ["ipv4-routes[1].dst", "nope"]),
+    ({**V4, "ipv4-routes": [{"dst": "169.254.170.2/32", "gw": "2001:db8::1"}]},
+     ["ipv4-routes[0].gw", "2001:db8::1"]),
+    ({**V4, "ipv4-routes": [{"dst": "169.254.170.2/32", "gw": "10.0.0.1/24"}]},
+     ["ipv4-routes[0].gw", "10.0.0.1/24"]),
+    ({**V6, "ipv6-routes": [{"dst": "169.254.170.2/32"}]}, ["ipv6-routes[0].dst", "169.254.170.2/32"]),
+    ({**V6, "ipv6-routes": [{"dst": "::/0", "gw": "10.0.0.1"}]}, ["ipv6-routes[0].gw", "10.0.0.1"]),
+    ({**V6, "ipv6-routes": [{"dst": "fd00::/129"}]}, ["ipv6-routes[0].dst", "fd00::/129"]),
+    ({**V4, "id": 12345}, ["id", "12345"]),
+    ({**V4, "id": ["a"]}, ["id", "a"]),
+    ({**V4, "id": "x" * 257}, ["id", "257", "256"]),
+    ({**V4, "id": "é" * 129}, ["id", "258", "256"]),
+    ({"ipv4-address": "10.0.0.2/24"}, ["ipv4-address", "ipv4-subnet"]),
+    ({**V4, "ipv6-gateway": "2001:db8::1"}, ["ipv6-gateway", "ipv6-subnet"]),
+    ({**DUAL, "ipv6-address": "2001:db8:1::2/64"}, ["ipv6-address", "2001:db8:1::2"]),
+]
+
+
+@pytest.mark.parametrize("ipam, fragments", INVALID, ids=[str(i) for i in range(len(INVALID))])
+def test_invalid_config_is_code_7_naming_field_and_value(plugin, ipam, fragments):
+    add(plugin, {**V4, "id": "existing"})
+    add(plugin, {**V6, "id": "existing"})
+    before = store_files(plugin)
+    failed(plugin.run("ADD", netconf(ipam)), 7, *fragments)
+    # A rejected ADD leaves the store as it was, cursors included.
+    assert store_files(plugin) == before
+    assert add_address(plugin, V4) == "10.0.0.3"
+
+
+@pytest.mark.parametrize("ipam", [None, "ecs-ipam", ["ipv4-subnet"], 7])
+def test_missing_or_malformed_ipam_is_code_7(plugin, ipam):
+    conf = netconf(V4)
+    if ipam is None:
+        del conf["ipam"]
+    else:
+        conf["ipam"] = ipam
+    failed(plugin.run("ADD", conf), 7, "ipam")
+    assert store_files(plugin) == {}
+
+
+@pytest.mark.parametrize("command", ["CHECK", "STATUS", "GC"])
+def test_invalid_config_on_other_commands_is_code_7(plugin, command):
+    conf = netconf({"ipv4-subnet": "10.0.0.0/31", "id": "a"}, **{"cni.dev/valid-attachments": []})
+    failed(plugin.run(command, conf, env={"CNI_CONTAINERID": "c1"}), 7, "10.0.0.0/31")
+
+
+def test_rejected_add_on_a_fresh_store_creates_no_store(plugin):
+    failed(plugin.run("ADD", netconf({"ipv4-subnet": "10.0.0.0/31"})), 7)
+    assert store_files(plugin) == {}
+    assert add_address(plugin, V4) == "10.0.0.2"
+
+
+@pytest.mark.parametrize("subnet, first", [("10.0.0.0/30", "10.0.0.2"), ("2001:db8::/126", "2001:db8::2"),
+                                           ("0.0.0.0/0", "0.0.0.2"), ("::/0", "::2")])
+def test_prefix_limits_that_are_accepted(plugin, subnet, first):
+    family = "ipv6" if ":" in subnet else "ipv4"
+    assert add_address(plugin, {f"{family}-subnet": subnet}) == first
+
+
+def test_addresses_and_routes_take_any_prefix(plugin):
+    ipam = {**DUAL, "ipv4-address": "10.0.0.9/32", "ipv6-address": "2001:db8::9/128",
+            "ipv4-routes": [{"dst": "0.0.0.0/0"}, {"dst": "169.254.170.2/32"}],
+            "ipv6-routes": [{"dst": "::/0"}, {"dst": "fd00:ec2::254/128"}]}
+    result = add(plugin, ipam)
+    assert [ip["address"] for ip in result["ips"]] == ["10.0.0.9/32", "2001:db8::9/128"]
+    assert [route["dst"] for route in result["routes"]] == ["0.0.0.0/0", "169.254.170.2/32", "::/0",
+                                                            "fd00:ec2::254/128"]
+
+
+def test_unknown_ipam_keys_warn_once_each_and_del_still_works(plugin):
+    ipam = {**V4, "id": "a", "ipv4-gatway": "10.0.0.9", "ipv6_subnet": "2001:db8::/64"}
+    outcome = succeeded(plugin.run("ADD", netconf(ipam)))
+    assert "ipv4-gatway" in outcome.stderr and "ipv6_subnet" in outcome.stderr
+    assert outcome.json["ips"] == [{"address": "10.0.0.2/24", "gateway": "10.0.0.1"}]
+    silent_success(plugin.run("DEL", netconf(ipam)))
+
+
+# -- the environment ------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def umask(mask):
+    previous = os.umask(mask)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
+def test_store_directories_are_created_0700_and_files_0600(plugin, tmp_path):
+    db = tmp_path / "a" / "b" / "c" / "ipam.db"
+    with umask(0):
+        assert add_address(plugin, V4, env={"IPAM_DB_PATH": str(db)}) == "10.0.0.2"
+        assert add_address(plugin, V4, env={"IPAM_DB_PATH": str(db)}) == "10.0.0.3"
+    for directory in (tmp_path / "a", tmp_path / "a" / "b", tmp_path / "a" / "b" / "c"):
+        assert mode_of(directory) == 0o700, directory
+    files = list(db.parent.iterdir())
+    assert db in files
+    for path in files:
+        assert mode_of(path) == 0o600, path
+
+
+def test_existing_store_directory_keeps_its_mode(plugin, tmp_path):
+    directory = tmp_path / "shared"
+    directory.mkdir(mode=0o755)
+    directory.chmod(0o755)
+    add(plugin, V4, env={"IPAM_DB_PATH": str(directory / "ipam.db")})
+    assert mode_of(directory) == 0o755
+
+
+@pytest.mark.parametrize("timeout", ["abc", "-1s", "5x", "1h-3s", "s", "5 s", "nan", "inf", "-1"])
+def test_invalid_connection_timeout_is_code_4(plugin, timeout):
+    failed(plugin.run("ADD", netconf(V4), env={"IPAM_DB_CONNECTION_TIMEOUT": timeout}), 4,
+           "IPAM_DB_CONNECTION_TIMEOUT", repr(timeout))
+    assert store_files(plugin) == {}
+
+
+@pytest.mark.parametrize("timeout", ["", "0", "5", "2.5", "300ms", "1m30s", "1h", "1.5s", "10us"])
+def test_valid_connection_timeouts(plugin, timeout):
+    assert add_address(plugin, V4, env={"IPAM_DB_CONNECTION_TIMEOUT": timeout}) == "10.0.0.2"
+
+
+@contextlib.contextmanager
+def lock_held(db_path):
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(str(db_path) + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize("command", ["ADD", "DEL"])
+def test_lock_timeout_is_code_11_naming_the_path_and_timeout(plugin, command):
+    add(plugin, {**V4, "id": "a"})
+    before = store_files(plugin)
+    with lock_held(plugin.db_path):
+        outcome = plugin.run(command, netconf({**V4, "id": "a"}), env={"IPAM_DB_CONNECTION_TIMEOUT": "300ms"})
+    failed(outcome, 11, str(plugin.db_path), "0.3s")
+    assert store_files(plugin) == before
+    # Once the lock is free the same call goes through.
+    if command == "DEL":
+        silent_success(plugin.run("DEL", netconf({**V4, "id": "a"})))
+
+
+def test_a_lock_released_within_the_timeout_is_waited_for(plugin):
+    plugin.db_path.parent.mkdir(parents=True)
+    fd = os.open(str(plugin.db_path) + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    proc = subprocess.Popen([str(plugin.artifact)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, cwd="/",
+                            env={"CNI_COMMAND": "ADD", "IPAM_DB_PATH": str(plugin.db_path),
+                                 "IPAM_DB_CONNECTION_TIMEOUT": "10s"})
+    try:
+        proc.stdin.write(b'{"cniVersion":"1.1.0","name":"n","ipam":{"ipv4-subnet":"10.0.0.0/24"}}')
+        proc.stdin.close()
+        with pytest.raises(subprocess.TimeoutExpired):
+            proc.wait(timeout=0.5)
+    finally:
+        os.close(fd)
+    assert proc.wait(timeout=20) == 0
+    assert b'"10.0.0.2/24"' in proc.stdout.read()
+    proc.stdout.close()
+    proc.stderr.close()
+
+
+# -- a store the plugin cannot use ----------------------------------------------------------
+
+@pytest.fixture
+def bolt_store(plugin):
+    plugin.db_path.parent.mkdir(parents=True)
+    shutil.copyfile(BOLT_FIXTURE, plugin.db_path)
+    return plugin.db_path
+
+
+@pytest.mark.parametrize("command, code", [("ADD", 5), ("DEL", 5), ("CHECK", 5), ("GC", 5), ("STATUS", 50)])
+def test_bolt_file_is_never_overwritten(plugin, bolt_store, command, code):
+    original = bolt_store.read_bytes()
+    mtime = bolt_store.stat().st_mtime_ns
+    conf = netconf({**V4, "id": "c1"}, **{"cni.dev/valid-attachments": []})
+    failed(plugin.run(command, conf, env={"CNI_CONTAINERID": "c1"}), code, str(bolt_store), "BoltDB")
+    assert bolt_store.read_bytes() == original
+    assert bolt_store.stat().st_mtime_ns == mtime
+    assert sorted(p.name for p in bolt_store.parent.iterdir()) == ["ipam.db", "ipam.db.lock"]
+
+
+@pytest.mark.parametrize("content", [b"", b"hello, this is not a database\n" * 10])
+def test_other_non_gdbm_files_are_code_5(plugin, content):
+    plugin.db_path.parent.mkdir(parents=True)
+    plugin.db_path.write_bytes(content)
+    failed(plugin.run("ADD", netconf(V4)), 5, str(plugin.db_path))
+    assert plugin.db_path.read_bytes() == content
+
+
+def test_parent_path_is_a_file_is_code_5(plugin, tmp_path):
+    (tmp_path / "afile").write_text("x")
+    db = tmp_path / "afile" / "ipam.db"
+    failed(plugin.run("ADD", netconf(V4), env={"IPAM_DB_PATH": str(db)}), 5, str(db))
+
+
+def test_store_path_is_a_directory_is_code_5(plugin):
+    plugin.db_path.mkdir(parents=True)
+    failed(plugin.run("ADD", netconf(V4)), 5, str(plugin.db_path))
+
+
+@pytest.fixture
+def immutable_directory(tmp_path):
+    """A directory even root cannot write to (chattr +i); skip when that is not possible."""
+    directory = tmp_path / "frozen"
+    directory.mkdir()
+    if shutil.which("chattr") is None:
+        pytest.skip("no chattr")
+    if subprocess.run(["chattr", "+i", str(directory)], capture_output=True).returncode != 0:
+        pytest.skip("cannot make a directory immutable here")
+    try:
+        yield directory
+    finally:
+        subprocess.run(["chattr", "-i", str(directory)], check=True)
+
+
+def test_unwritable_store_directory_is_code_5_naming_the_path(plugin, immutable_directory):
+    db = immutable_directory / "ipam.db"
+    for command in ("ADD", "DEL"):
+        failed(plugin.run(command, netconf({**V4, "id": "a"}), env={"IPAM_DB_PATH": str(db)}), 5, str(db),
+               "not permitted")
+    assert list(immutable_directory.iterdir()) == []
+
+
+def test_unwritable_store_file_is_code_5_and_the_store_survives(plugin, tmp_path):
+    add(plugin, {**V4, "id": "a"})
+    add(plugin, {**V4, "id": "b"})  # the second commit goes to the journal beside the snapshot
+    journal = Path(str(plugin.db_path) + ".journal")
+    assert journal.exists()
+    before = store_files(plugin)
+    if shutil.which("chattr") is None:
+        pytest.skip("no chattr")
+    if subprocess.run(["chattr", "+i", str(journal)], capture_output=True).returncode != 0:
+        pytest.skip("cannot make a file immutable here")
+    try:
+        failed(plugin.run("ADD", netconf({**V4, "id": "c"})), 5, str(plugin.db_path), "not permitted")
+        failed(plugin.run("DEL", netconf({**V4, "id": "a"})), 5, str(plugin.db_path))
+    finally:
+        subprocess.run(["chattr", "-i", str(journal)], check=True)
+    assert store_files(plugin) == before
+    failed(plugin.run("ADD", netconf({**V4, "id": "a"})), 102, "'a'", "10.0.0.2")
+    assert add_address(plugin, {**V4, "id": "c"}) == "10.0.0.4"
+
+
+def read_only_mount(tmp_path, plugin):
+    """A Plugin whose process sees tmp_path/ro as a read-only file system (a private mount namespace)."""
+    directory = tmp_path / "ro"
+    directory.mkdir()
+    if shutil.which("unshare") is None:
+        pytest.skip("no unshare")
+    probe = subprocess.run(["unshare", "-m", "sh", "-c",
+                            f"mount --bind {directory} {directory} && mount -o remount,bind,ro {directory}"],
+                           capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip(f"cannot make a read-only mount here: {probe.stderr.decode().strip()}")
+    wrapper = tmp_path / "ecs-ipam-ro"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        f"exec unshare -m sh -c 'mount --bind {directory} {directory} && "
+        f"mount -o remount,bind,ro {directory} && exec {plugin.artifact} \"$@\"' ecs-ipam \"$@\"\n")
+    wrapper.chmod(0o755)
+    return directory, type(plugin)(wrapper, directory / "ipam.db")
+
+
+def test_read_only_file_system_is_code_5_naming_the_path(plugin, tmp_path):
+    directory, ro_plugin = read_only_mount(tmp_path, plugin)
+    failed(ro_plugin.run("ADD", netconf(V4)), 5, str(directory / "ipam.db"), "Read-only file system")
+    silent_success(ro_plugin.run("STATUS", netconf(V4)))  # nothing there yet: reads as an empty store
+
+
+def test_read_only_file_system_with_a_store_keeps_it(plugin, tmp_path):
+    directory, ro_plugin = read_only_mount(tmp_path, plugin)
+    db = directory / "ipam.db"
+    add(plugin, {**V4, "id": "a"}, env={"IPAM_DB_PATH": str(db)})
+    before = {p.name: p.read_bytes() for p in directory.iterdir()}
+    failed(ro_plugin.run("ADD", netconf({**V4, "id": "b"})), 5, str(db))
+    failed(ro_plugin.run("DEL", netconf({**V4, "id": "a"})), 5, str(db))
+    assert {p.name: p.read_bytes() for p in directory.iterdir()} == before
+
+
+def test_missing_dbm_gnu_is_one_clear_code_5(plugin, tmp_path):
+    if not NO_GDBM_PYTHON.exists():
+        pytest.skip(f"{NO_GDBM_PYTHON} does not exist")
+    if subprocess.run([str(NO_GDBM_PYTHON), "-c", "import dbm.gnu"], capture_output=True).returncode == 0:
+        pytest.skip(f"{NO_GDBM_PYTHON} has dbm.gnu")
+    wrapper = tmp_path / "ecs-ipam-no-gdbm"
+    wrapper.write_text(f"#!/bin/sh\nPYTHONPATH={SOURCE} exec {NO_GDBM_PYTHON} -s -m ecs_ipam \"$@\"\n")
+    wrapper.chmod(0o755)
+    no_gdbm = type(plugin)(wrapper, plugin.db_path)
+    for command in ("ADD", "DEL"):
+        failed(no_gdbm.run(command, netconf({**V4, "id": "a"})), 5, "dbm.gnu", "python3-gdbm")
+    # Commands that need no store still work.
+    assert succeeded(no_gdbm.run("VERSION")).json["supportedVersions"] == SUPPORTED
+    assert store_files(plugin) == {}
