@@ -1,0 +1,174 @@
+"""Debian's CNI bridge plugin delegating IPAM to ecs-ipam, in a real network namespace.
+
+This is how the ECS agent uses the plugin: the bridge plugin finds `ecs-ipam` on CNI_PATH,
+passes it the whole config and its own environment, and configures what it returns.
+Needs root, iproute2 (`ip`) and containernetworking-plugins (/usr/lib/cni/bridge).
+"""
+
+import ipaddress
+import json
+import os
+import secrets
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import Outcome
+from ecs_ipam.store import open_store
+
+BRIDGE = Path("/usr/lib/cni/bridge")
+V4 = "169.254.172.0/22"
+V6 = "fd00:ec2:1::/64"
+
+
+def ip(*args, check=True):
+    return subprocess.run(["ip", *args], capture_output=True, text=True, check=check, timeout=30)
+
+
+@pytest.fixture
+def netns():
+    """A fresh, named network namespace; skips when this sandbox cannot make one."""
+    if shutil.which("ip") is None:
+        pytest.skip("iproute2's `ip` is not installed")
+    if not BRIDGE.is_file():
+        pytest.skip(f"{BRIDGE} is missing: install Debian's containernetworking-plugins")
+    if os.geteuid() != 0:
+        pytest.skip("network namespaces need root")
+    name = f"ecs-ipam-test-{secrets.token_hex(4)}"
+    made = ip("netns", "add", name, check=False)
+    if made.returncode != 0:
+        pytest.skip(f"cannot create a network namespace here: {made.stderr.strip()}")
+    yield name
+    ip("netns", "del", name, check=False)
+
+
+@pytest.fixture
+def bridge_name():
+    name = f"ecsbr{secrets.token_hex(4)}"  # 13 characters: under IFNAMSIZ, unique per test
+    yield name
+    ip("link", "del", name, check=False)
+
+
+@pytest.fixture
+def cni_path(artifact, tmp_path):
+    """A CNI_PATH holding the bridge plugin and the artifact under the name the config asks for."""
+    directory = tmp_path / "cni-bin"
+    directory.mkdir()
+    (directory / "ecs-ipam").symlink_to(Path(artifact).resolve())
+    (directory / "bridge").symlink_to(BRIDGE)
+    return directory
+
+
+class Bridge:
+    """Runs Debian's bridge plugin as a runtime would, for one container in one netns."""
+
+    def __init__(self, cni_path, netns, db_path, bridge_name):
+        self.cni_path, self.netns, self.db_path, self.bridge_name = cni_path, netns, db_path, bridge_name
+
+    def config(self, holder_id, v6=False):
+        ipam = {"type": "ecs-ipam", "id": holder_id, "ipv4-subnet": V4,
+                "ipv4-routes": [{"dst": "169.254.170.2/32"}]}
+        if v6:
+            ipam.update({"ipv6-subnet": V6, "ipv6-routes": [{"dst": "fd00:ec2::254/128"}]})
+        return {"cniVersion": "1.0.0", "name": "ecsnet", "type": "bridge", "bridge": self.bridge_name,
+                "ipam": ipam}
+
+    def run(self, command, doc, container="container-1", ifname="eth0"):
+        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "CNI_COMMAND": command, "CNI_CONTAINERID": container,
+               "CNI_NETNS": f"/var/run/netns/{self.netns}", "CNI_IFNAME": ifname, "CNI_PATH": str(self.cni_path),
+               "IPAM_DB_PATH": str(self.db_path)}
+        proc = subprocess.run([str(BRIDGE)], input=json.dumps(doc).encode(), env=env, capture_output=True,
+                              timeout=60, cwd="/")
+        return Outcome(proc)
+
+    def addresses(self, family):
+        shown = ip("-n", self.netns, "-j", f"-{family}", "addr", "show", "dev", "eth0", check=False)
+        if shown.returncode != 0:
+            return []
+        return [f"{a['local']}/{a['prefixlen']}" for link in json.loads(shown.stdout)
+                for a in link.get("addr_info", []) if a.get("scope") == "global"]
+
+    def routes(self, family):
+        return ip("-n", self.netns, f"-{family}", "route", "show").stdout
+
+
+@pytest.fixture
+def bridge(cni_path, netns, tmp_path, bridge_name):
+    return Bridge(cni_path, netns, tmp_path / "db" / "ipam.db", bridge_name)
+
+
+def held_by(db_path, holder_id):
+    with open_store(str(db_path), 5, writable=False) as store:
+        assert store.problems() == []
+        return sorted(str(a.address) for a in store.held_by_id(holder_id))
+
+
+def test_bridge_add_configures_the_address_ecs_ipam_allocated(bridge):
+    doc = bridge.config("task-1")
+    added = bridge.run("ADD", doc)
+    assert added.code == 0, added
+
+    (entry,) = added.json["ips"]
+    assert entry["address"] == "169.254.172.2/22" and entry["gateway"] == "169.254.172.1"
+    assert bridge.addresses(4) == ["169.254.172.2/22"]
+    # A route without gw goes via the gateway (bridge fills it in).
+    assert "169.254.170.2 via 169.254.172.1 dev eth0" in bridge.routes(4)
+    assert held_by(bridge.db_path, "task-1") == ["169.254.172.2"]
+
+    deleted = bridge.run("DEL", doc)
+    assert (deleted.code, deleted.stdout) == (0, ""), deleted
+    assert held_by(bridge.db_path, "task-1") == []
+    assert bridge.addresses(4) == []
+
+    # Released: the same id can ADD again (the cursor moves on, so it gets the next address).
+    again = bridge.run("ADD", doc)
+    assert again.code == 0, again
+    assert bridge.addresses(4) == ["169.254.172.3/22"]
+    assert held_by(bridge.db_path, "task-1") == ["169.254.172.3"]
+
+    # DEL is idempotent all the way down: twice is fine.
+    for _ in range(2):
+        deleted = bridge.run("DEL", doc)
+        assert (deleted.code, deleted.stdout) == (0, ""), deleted
+    assert held_by(bridge.db_path, "task-1") == []
+
+
+def test_bridge_add_fails_cleanly_when_ecs_ipam_refuses(bridge):
+    """An IPAM error reaches the runtime through bridge, and the first container keeps its address."""
+    doc = bridge.config("task-dup")
+    assert bridge.run("ADD", doc).code == 0
+    duplicate = bridge.run("ADD", doc, container="container-2", ifname="eth1")
+    assert duplicate.code != 0, duplicate
+    assert "task-dup" in duplicate.json["msg"] and "169.254.172.2" in duplicate.json["msg"], duplicate
+    assert held_by(bridge.db_path, "task-dup") == ["169.254.172.2"]  # the first one's address is kept
+    assert bridge.addresses(4) == ["169.254.172.2/22"]
+
+
+def ipv6_usable(netns):
+    probe = ip("-n", netns, "-6", "addr", "add", "fd00:ec2:9::1/64", "dev", "lo", check=False)
+    if probe.returncode == 0:
+        ip("-n", netns, "-6", "addr", "del", "fd00:ec2:9::1/64", "dev", "lo", check=False)
+    return probe.returncode == 0
+
+
+def test_bridge_dual_stack(bridge):
+    if not ipv6_usable(bridge.netns):
+        pytest.skip("IPv6 is disabled in this sandbox")
+    doc = bridge.config("task-ds", v6=True)
+    added = bridge.run("ADD", doc)
+    assert added.code == 0, added
+
+    assert [e["address"] for e in added.json["ips"]] == ["169.254.172.2/22", "fd00:ec2:1::2/64"]
+    assert bridge.addresses(4) == ["169.254.172.2/22"]
+    assert bridge.addresses(6) == ["fd00:ec2:1::2/64"]
+    assert "fd00:ec2::254 via fd00:ec2:1::1 dev eth0" in bridge.routes(6)
+    assert held_by(bridge.db_path, "task-ds") == sorted(["169.254.172.2", "fd00:ec2:1::2"])
+    assert all(ipaddress.ip_interface(e["address"]) for e in added.json["ips"])
+
+    for _ in range(2):
+        deleted = bridge.run("DEL", doc)
+        assert (deleted.code, deleted.stdout) == (0, ""), deleted
+    assert held_by(bridge.db_path, "task-ds") == []
+    assert bridge.addresses(4) == [] and bridge.addresses(6) == []
