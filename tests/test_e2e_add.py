@@ -363,6 +363,16 @@ def test_dual_stack_is_all_or_nothing(plugin):
     assert_free(plugin, V4, "10.0.0.20")
 
 
+def test_dual_stack_with_one_family_exhausted_stores_nothing(plugin):
+    small6 = {"ipv6-subnet": "2001:db8::/126"}
+    add(plugin, small6)
+    add(plugin, small6)
+    before = store_files(plugin)
+    failed(plugin.run("ADD", netconf({**V4, **small6, "id": "d"})), 101, "2001:db8::/126")
+    assert store_files(plugin) == before
+    assert add_address(plugin, V4) == "10.0.0.2"
+
+
 def test_overlapping_subnets_share_addresses(plugin):
     wide, narrow = {"ipv4-subnet": "10.0.0.0/16"}, {"ipv4-subnet": "10.0.0.0/24"}
     assert add_address(plugin, {**wide, "id": "w"}) == "10.0.0.2"

@@ -110,6 +110,21 @@ def test_del_leaves_an_address_that_went_to_another_id_alone(plugin):
     assert_held(plugin, V4, "10.0.0.10", "new")
 
 
+def test_del_with_address_and_id_releases_an_address_held_without_id(plugin):
+    assert add_address(plugin, {**V4, "ipv4-address": "10.0.0.10/24"}) == "10.0.0.10"
+    delete(plugin, {**V4, "id": "whoever", "ipv4-address": "10.0.0.10/24"})
+    assert_free(plugin, V4, "10.0.0.10")
+
+
+def test_del_with_one_static_address_releases_the_other_family_by_id(plugin):
+    add(plugin, {**DUAL, "id": "task", "ipv4-address": "10.0.0.10/24"})
+    add(plugin, {**V6, "id": "other"})
+    delete(plugin, {**DUAL, "id": "task", "ipv4-address": "10.0.0.10/24"})
+    assert_free(plugin, DUAL, "10.0.0.10")
+    assert_free(plugin, DUAL, "2001:db8::2")
+    assert_held(plugin, DUAL, "2001:db8::3", "other")
+
+
 def test_del_with_nothing_to_identify_is_a_config_error(plugin):
     add(plugin, V4)
     before = store_files(plugin)

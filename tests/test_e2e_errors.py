@@ -175,6 +175,13 @@ def test_invalid_config_is_code_7_naming_field_and_value(plugin, ipam, fragments
     assert add_address(plugin, V4) == "10.0.0.3"
 
 
+@pytest.mark.parametrize("cni_version", ALL_VERSIONS)
+def test_error_object_carries_the_configs_version(plugin, cni_version):
+    error = failed(plugin.run("ADD", netconf({"ipv4-subnet": "10.0.0.0/31"}, cni_version)), 7)
+    assert error["cniVersion"] == cni_version
+    assert set(error) <= {"cniVersion", "code", "msg", "details"}
+
+
 @pytest.mark.parametrize("ipam", [None, "ecs-ipam", ["ipv4-subnet"], 7])
 def test_missing_or_malformed_ipam_is_code_7(plugin, ipam):
     conf = netconf(V4)
