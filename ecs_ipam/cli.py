@@ -61,8 +61,8 @@ def respond(environ, read_stdin, warn):
 
             return open_store(path, timeout, writable)
 
-        request = commands.Request(command, cni_version, environ.get("CNI_CONTAINERID") or None,
-                                   environ.get("CNI_IFNAME") or None, doc, session)
+        request = commands.Request(command, cni_version, _env_text(environ, "CNI_CONTAINERID"),
+                                   _env_text(environ, "CNI_IFNAME"), doc, session)
         return commands.HANDLERS[command](request), 0
     except CNIError as err:
         return err.to_json(cni_version), 1
@@ -88,6 +88,16 @@ def parse_duration(name, text):
         raise CNIError(INVALID_ENVIRONMENT, f"{name} {text!r} must be a finite duration of 0 or more",
                        "0 waits for the lock without a limit")
     return seconds
+
+
+def _env_text(environ, name):
+    """An optional variable's value, None when unset or empty; code 4 when it is not UTF-8 text."""
+    value = environ.get(name) or None
+    try:
+        value is None or value.encode("utf-8")
+    except UnicodeEncodeError:  # undecodable bytes in the environment, kept as surrogates
+        raise CNIError(INVALID_ENVIRONMENT, f"{name} is not UTF-8 text", f"got {value!r}")
+    return value
 
 
 def _store_default():
