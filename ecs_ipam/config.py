@@ -28,7 +28,7 @@ def decode(text):
     """The config document: a JSON object, else code 6."""
     try:
         doc = json.loads(text)
-    except ValueError as err:
+    except (ValueError, RecursionError) as err:  # RecursionError: nested too deep to decode
         raise CNIError(DECODE_FAILURE, "failed to decode network config: invalid JSON", str(err))
     if not isinstance(doc, dict):
         raise CNIError(DECODE_FAILURE, "failed to decode network config: expected a JSON object",
