@@ -98,6 +98,22 @@ def test_non_utf8_stdin_is_code_6(plugin, artifact):
     assert b'"code": 6' in proc.stdout
 
 
+def test_json_nested_too_deep_is_code_6(plugin):
+    nested = "[" * 100000 + "]" * 100000
+    stdin = '{"cniVersion": "1.1.0", "name": "n", "ipam": {"ipv4-subnet": "10.0.0.0/24"}, "x": %s}' % nested
+    failed(plugin.run("ADD", stdin=stdin), 6)
+    assert store_files(plugin) == {}
+
+
+@pytest.mark.parametrize("name", ["CNI_CONTAINERID", "CNI_IFNAME"])
+@pytest.mark.parametrize("command", ["ADD", "DEL", "CHECK"])
+def test_non_utf8_container_or_ifname_is_code_4_naming_it(plugin, name, command):
+    # Undecodable bytes (\xff\xfe in the real environment) reach Python as surrogates.
+    env = {"CNI_CONTAINERID": "c1", "CNI_IFNAME": "eth0", name: "c\udcff\udcfe"}
+    failed(plugin.run(command, netconf({**V4, "id": "a"}), env=env), 4, name)
+    assert store_files(plugin) == {}
+
+
 # -- config validation (code 7) -------------------------------------------------------------
 
 INVALID = [
