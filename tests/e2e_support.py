@@ -90,6 +90,19 @@ def assert_free(plugin, subnet_fields, address):
     delete(plugin, {f"ipv{family}-subnet": subnet, "id": "probe-free"})
 
 
+def listing(plugin):
+    """`ecs-ipam db list --json` of the plugin's store: {"allocations": [...], "cursors": {...}}."""
+    outcome = plugin.run(None, args=["db", "list", "--json"])
+    assert outcome.code == 0, outcome
+    return outcome.json
+
+
+def held_addresses(plugin):
+    """{address: (id, container, ifname, subnet)} from the operator listing."""
+    return {a["address"]: (a["id"], a["container"], a["ifname"], a["subnet"])
+            for a in listing(plugin)["allocations"]}
+
+
 def store_files(plugin):
     """{name: bytes} of the store's files (the lock file aside: taking a lock may create it)."""
     directory = Path(plugin.db_path).parent

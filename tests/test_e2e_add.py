@@ -6,7 +6,7 @@ import pytest
 
 from e2e_support import (ALL_VERSIONS, DUAL, LEGACY_VERSIONS, MODERN_VERSIONS, V4, V6, VERSIONED_IPS,
                          add, add_address, add_addresses, assert_free, assert_held, delete, failed,
-                         netconf, store_files, succeeded)
+                         held_addresses, listing, netconf, store_files, succeeded)
 
 # The three examples of the seed README, exactly as written there.
 SEED_IPV4 = {
@@ -234,6 +234,29 @@ def test_id_of_any_characters_up_to_256_bytes(plugin, holder):
     failed(plugin.run("ADD", netconf({**V4, "id": holder})), 102, repr(holder))
     delete(plugin, {**V4, "id": holder})
     assert_free(plugin, V4, "10.0.0.2")
+
+
+def test_add_records_id_container_ifname_and_subnet(plugin):
+    add(plugin, {**DUAL, "id": "task-1"}, env={"CNI_CONTAINERID": "c1", "CNI_IFNAME": "eth1"})
+    add(plugin, {"ipv4-subnet": "10.0.0.0/16"}, env={"CNI_IFNAME": None})
+    before = time.time()
+    assert held_addresses(plugin) == {
+        "10.0.0.2": ("task-1", "c1", "eth1", "10.0.0.0/24"),
+        "10.0.0.3": (None, None, None, "10.0.0.0/16"),
+        "2001:db8::2": ("task-1", "c1", "eth1", "2001:db8::/64"),
+    }
+    for allocation in listing(plugin)["allocations"]:
+        assert before - 60 < allocation["allocated_at"] <= before + 1
+
+
+def test_rejected_adds_leave_the_listing_unchanged(plugin):
+    add(plugin, {**DUAL, "id": "a"})
+    add(plugin, {"ipv4-subnet": "10.9.0.0/30"})
+    before = listing(plugin)
+    for ipam in ({**V4, "id": "a"}, {"ipv4-subnet": "10.9.0.0/30"}, {**V4, "ipv4-address": "10.0.0.2/24"},
+                 {**DUAL, "ipv6-address": "2001:db8::2/64"}, {**V4, "ipv4-subnet": "10.0.0.0/31"}):
+        assert plugin.run("ADD", netconf(ipam)).code == 1
+    assert listing(plugin) == before
 
 
 # -- allocation order -----------------------------------------------------------------------

@@ -3,7 +3,7 @@
 import pytest
 
 from e2e_support import (DUAL, V4, V6, add, add_address, add_addresses, assert_free, assert_held, delete,
-                         failed, netconf, silent_success, store_files)
+                         failed, held_addresses, netconf, silent_success, store_files)
 
 C1 = {"CNI_CONTAINERID": "c1", "CNI_IFNAME": "eth0"}
 C2 = {"CNI_CONTAINERID": "c2", "CNI_IFNAME": "eth0"}
@@ -264,6 +264,16 @@ def test_gc_releases_what_is_not_in_the_list(plugin, key):
     assert_held(plugin, V4, "10.0.0.4", "no-container")
     assert_free(plugin, V4, "10.0.0.5")
     assert_held(plugin, {"ipv4-subnet": "10.1.0.0/24"}, "10.1.0.2")
+
+
+def test_gc_as_the_operator_listing_sees_it(plugin):
+    populate(plugin)
+    silent_success(gc(plugin, [{"containerID": "c1", "ifname": "eth1"}]))
+    assert held_addresses(plugin) == {
+        "10.0.0.4": ("no-container", None, "eth0", "10.0.0.0/24"),
+        "10.0.0.5": (None, "c1", "eth1", "10.0.0.0/24"),
+        "10.1.0.2": (None, "c3", "eth0", "10.1.0.0/24"),
+    }
 
 
 def test_gc_with_an_empty_list_releases_every_container_allocation(plugin):
