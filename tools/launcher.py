@@ -5,9 +5,9 @@ fills in the build constants below. A runtime starts a fresh process for every A
 and DEL, and after the first start the archive's site-packages is already unpacked; shiv's
 bootstrap would still import about 24 ms of modules (compileall, pathlib, subprocess,
 hashlib, zipfile...) only to find that out. So the warm path here needs nothing beyond
-sys and os, which the interpreter has already loaded. Everything else - the first start
-after a reboot, the SHIV_* overrides - goes through shiv's bootstrap unchanged, and that
-unpacks exactly where this file looks.
+sys and os, which runpy has already imported by the time a zip's __main__ runs.
+Everything else - the first start after a reboot, the SHIV_* overrides - goes through
+shiv's bootstrap unchanged, and that unpacks exactly where this file looks.
 """
 
 import os
@@ -35,7 +35,7 @@ def extraction_root():
     """Where the archive unpacks: SHIV_ROOT if set; else /run/ecs-ipam for root, ~/.shiv for others.
 
     Runtimes run the plugin as root, often with no HOME and sometimes with a read-only
-    /root; /run is root's own tmpfs, so it always works and a reboot empties it. Other
+    /root; root can always write its own tmpfs /run, and a reboot empties it. Other
     users keep shiv's per-user default rather than a shared, writable directory that
     root might later execute code from.
     """
@@ -54,6 +54,7 @@ def main():
     site_packages = os.path.join(root, f"{archive_name}_{BUILD_ID}", "site-packages")
     # shiv renames the copy into place only once it is complete, so existing means whole.
     if os.path.isdir(site_packages) and not any(name in os.environ for name in SHIV_OVERRIDES):
+        # First, so that no other installed ecs_ipam can shadow this build's.
         sys.path.insert(0, site_packages)
         module = __import__(ENTRY_MODULE, fromlist=[ENTRY_FUNCTION])
         sys.exit(getattr(module, ENTRY_FUNCTION)())
