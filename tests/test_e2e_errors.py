@@ -2,6 +2,7 @@
 
 import contextlib
 import fcntl
+import json
 import os
 import shutil
 import stat
@@ -10,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from e2e_support import (ALL_VERSIONS, DUAL, V4, V6, add, add_address, failed, mode_of, netconf,
-                         silent_success, store_files, succeeded)
+from e2e_support import (ALL_VERSIONS, DUAL, V4, V6, add, add_address, failed, held_addresses, mode_of,
+                         netconf, silent_success, store_files, succeeded)
 
 SUPPORTED = list(ALL_VERSIONS)
 BOLT_FIXTURE = Path("/work/shared/fixtures/go-plugin-boltdb/ipv4-basic.db")
@@ -349,7 +350,8 @@ def test_bolt_file_is_never_overwritten(plugin, bolt_store, command, code):
     original = bolt_store.read_bytes()
     mtime = bolt_store.stat().st_mtime_ns
     conf = netconf({**V4, "id": "c1"}, **{"cni.dev/valid-attachments": []})
-    failed(plugin.run(command, conf, env={"CNI_CONTAINERID": "c1"}), code, str(bolt_store), "BoltDB")
+    failed(plugin.run(command, conf, env={"CNI_CONTAINERID": "c1"}), code, str(bolt_store), "BoltDB",
+           "IPAM_DB_PATH")
     assert bolt_store.read_bytes() == original
     assert bolt_store.stat().st_mtime_ns == mtime
     assert sorted(p.name for p in bolt_store.parent.iterdir()) == ["ipam.db", "ipam.db.lock"]
@@ -451,6 +453,60 @@ def test_read_only_file_system_with_a_store_keeps_it(plugin, tmp_path):
     failed(ro_plugin.run("ADD", netconf({**V4, "id": "b"})), 5, str(db))
     failed(ro_plugin.run("DEL", netconf({**V4, "id": "a"})), 5, str(db))
     assert {p.name: p.read_bytes() for p in directory.iterdir()} == before
+
+
+DISK_FULL_SCRIPT = """\
+mount -t tmpfs -o size=256k,mode=0700 tmpfs "$STORE" || exit 97
+step() {  # step NAME COMMAND CONFIG: one plugin call, its stdout and exit code kept in $OUT
+    CNI_COMMAND=$2 CNI_IFNAME=eth0 IPAM_DB_PATH="$STORE/ipam.db" "$ARTIFACT" <"$OUT/$3.json" >"$OUT/$1.out" 2>&1
+    echo $? >"$OUT/$1.rc"
+}
+step add-a ADD a
+dd if=/dev/zero of="$STORE/fill" bs=1k 2>/dev/null
+step add-b-full ADD b
+step del-a-full DEL a
+rm "$STORE/fill"
+step add-b ADD b
+mkdir "$OUT/store" && cp -a "$STORE/." "$OUT/store/"
+"""
+
+
+def test_disk_full_is_code_5_and_leaves_nothing_half_written(plugin, tmp_path):
+    """A full file system (a small tmpfs in a private mount namespace): ADD and DEL fail cleanly."""
+    if shutil.which("unshare") is None:
+        pytest.skip("no unshare")
+    store, out = tmp_path / "store", tmp_path / "out"
+    store.mkdir()
+    out.mkdir()
+    for holder in ("a", "b"):
+        (out / f"{holder}.json").write_text(json.dumps(netconf({**V4, "id": holder})))
+    proc = subprocess.run(["unshare", "-m", "sh", "-c", DISK_FULL_SCRIPT], capture_output=True, cwd="/",
+                          env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "STORE": str(store),
+                               "OUT": str(out), "ARTIFACT": str(plugin.artifact)})
+    if proc.returncode == 97 or not (out / "add-a.rc").exists():
+        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.decode().strip()}")
+
+    def step(name):
+        text = (out / f"{name}.out").read_text()
+        assert "Traceback" not in text, text
+        return int((out / f"{name}.rc").read_text()), (json.loads(text) if text.strip() else None)
+
+    assert step("add-a") == (0, {"cniVersion": "1.1.0", "ips": [{"address": "10.0.0.2/24", "gateway": "10.0.0.1"}],
+                                 "dns": {}})
+    for name in ("add-b-full", "del-a-full"):
+        code, error = step(name)
+        assert code == 1 and error["code"] == 5, error
+        assert str(store / "ipam.db") in error["msg"] and "No space left" in error["msg"], error
+    # The failed ADD neither kept an address nor moved the cursor; the failed DEL released nothing.
+    code, result = step("add-b")
+    assert code == 0 and result["ips"][0]["address"] == "10.0.0.3/24", result
+    copy = type(plugin)(plugin.artifact, out / "store" / "ipam.db")
+    check = subprocess.run([str(plugin.artifact), "db", "check", "--db", str(copy.db_path)], capture_output=True)
+    assert check.returncode == 0, check
+    assert held_addresses(copy) == {"10.0.0.2": ("a", None, "eth0", "10.0.0.0/24"),
+                                    "10.0.0.3": ("b", None, "eth0", "10.0.0.0/24")}
+    failed(copy.run("ADD", netconf({**V4, "id": "a"})), 102, "'a'", "10.0.0.2")
+    assert add_address(copy, V4) == "10.0.0.4"
 
 
 def test_missing_dbm_gnu_is_one_clear_code_5(plugin, tmp_path):
