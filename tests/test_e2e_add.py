@@ -176,6 +176,15 @@ def test_subnet_with_host_bits_is_taken_as_its_network(plugin):
     result = add(plugin, {"ipv4-subnet": "10.0.0.5/24", "ipv6-subnet": "2001:db8::77/64"})
     assert result["ips"] == [{"address": "10.0.0.2/24", "gateway": "10.0.0.1"},
                              {"address": "2001:db8::2/64", "gateway": "2001:db8::1"}]
+    # ... and it is the same subnet as its network written plainly: one cursor.
+    assert add_addresses(plugin, DUAL) == ["10.0.0.3/24", "2001:db8::3/64"]
+    assert held_addresses(plugin)["10.0.0.2"][3] == "10.0.0.0/24"
+
+
+def test_subnet_spellings_share_one_cursor(plugin):
+    assert add_address(plugin, {"ipv6-subnet": "2001:DB8:0::/64"}) == "2001:db8::2"
+    assert add_address(plugin, {"ipv6-subnet": "2001:0db8:0000:0000::/64"}) == "2001:db8::3"
+    assert listing(plugin)["cursors"] == {"2001:db8::/64": "2001:db8::3"}
 
 
 def test_ipv6_all_ones_address_is_allocatable_statically(plugin):

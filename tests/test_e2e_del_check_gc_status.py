@@ -125,6 +125,23 @@ def test_del_with_one_static_address_releases_the_other_family_by_id(plugin):
     assert_held(plugin, DUAL, "2001:db8::3", "other")
 
 
+def test_bridge_del_after_a_failed_static_add_spares_the_holder(plugin):
+    """bridge calls IPAM DEL after a failed ADD: that must not free the address someone else holds."""
+    add(plugin, {**V4, "id": "a", "ipv4-address": "10.0.0.10/24"})
+    conf = netconf({**V4, "id": "b", "ipv4-address": "10.0.0.10/24"})
+    failed(plugin.run("ADD", conf, env=C2), 100, "10.0.0.10", "'a'")
+    silent_success(plugin.run("DEL", conf, env=C2))
+    assert_held(plugin, V4, "10.0.0.10", "a")
+
+
+def test_bridge_del_after_an_add_into_an_exhausted_subnet_succeeds(plugin):
+    add(plugin, {"ipv4-subnet": "10.0.0.0/30"}, env=C1)
+    conf = netconf({"ipv4-subnet": "10.0.0.0/30"})
+    failed(plugin.run("ADD", conf, env=C2), 101)
+    silent_success(plugin.run("DEL", conf, env=C2))
+    assert_held(plugin, {"ipv4-subnet": "10.0.0.0/30"}, "10.0.0.2")
+
+
 def test_del_with_nothing_to_identify_is_a_config_error(plugin):
     add(plugin, V4)
     before = store_files(plugin)
