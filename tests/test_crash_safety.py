@@ -498,3 +498,38 @@ def test_random_sigkills_during_concurrent_add_and_del(plugin):
     # The plugin itself carries on over the store.
     outcome = plugin.run("ADD", config("final", v6=True), env={"CNI_CONTAINERID": "final"})
     assert outcome.code == 0, outcome
+
+
+# --- a compaction that fails ----------------------------------------------------------------
+
+@pytest.mark.parametrize("errno_name", ["ENOSPC", "EIO"])
+def test_failed_compaction_does_not_fail_the_commit_the_journal_already_holds(db, small_compaction, monkeypatch,
+                                                                              errno_name):
+    """The commit is durable once its record is fsynced; folding the journal is housekeeping.
+
+    Reporting the ADD as failed would leak its address (the store holds it, the runtime
+    thinks it has none); a DEL reported as failed would be retried for nothing.
+    """
+    import errno
+    for n in range(small_compaction):  # the snapshot, then small_compaction - 1 records
+        add(db, f"id-{n}")
+
+    def full_disk(*args, **kwargs):
+        raise OSError(getattr(errno, errno_name), os.strerror(getattr(errno, errno_name)))
+
+    monkeypatch.setattr(os, "sendfile", full_disk)  # the snapshot copy of a compaction
+    output, code = respond(db, "ADD", config("compacting"))
+    assert code == 0, output
+    address = output["ips"][0]["address"].split("/")[0]
+    assert not (db.parent / (db.name + ".new")).exists()  # nothing half-written left behind
+    assert address in [a[0] for a in state(db)[0]]
+    assert len(journal_lines(db)) == small_compaction + 1  # the journal still holds everything
+
+    # DEL too; and once the disk has room again the next commit compacts.
+    delete(db, "id-0")
+    monkeypatch.undo()
+    monkeypatch.setattr(store_module, "COMPACT_AFTER", small_compaction)
+    add(db, "after")
+    assert not journal_path(db).exists()
+    held = [a[0] for a in state(db)[0]]
+    assert address in held and "169.254.172.2" not in held and len(held) == small_compaction + 1
