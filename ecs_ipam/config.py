@@ -19,8 +19,9 @@ MAX_ID_BYTES = 256
 # (and, for IPv4, the broadcast address) are set aside.
 LONGEST_SUBNET_PREFIX = {4: 30, 6: 126}
 FIELDS = ("subnet", "address", "gateway", "routes")
+# The ECS agent's IPAMConfig also writes cniVersion into the ipam section: known, not a typo.
 KNOWN_IPAM_KEYS = frozenset(
-    ["type", "id"] + [f"ipv{version}-{field}" for version in (4, 6) for field in FIELDS]
+    ["type", "id", "cniVersion"] + [f"ipv{version}-{field}" for version in (4, 6) for field in FIELDS]
 )
 
 
