@@ -209,6 +209,21 @@ def test_runtime_extras_are_tolerated(plugin):
     assert "unknown" not in outcome.stderr
 
 
+def test_ecs_agent_config_as_it_sends_it(plugin):
+    """The ECS agent's IPAMConfig: cniVersion and type inside ipam, an empty id, the ECS subnet."""
+    conf = {"type": "ecs-bridge", "cniVersion": "0.3.0", "name": "ecs-task-network", "bridge": "ecs-bridge",
+            "isGateway": False, "isDefaultGateway": False, "forceAddress": False, "ipMasq": False, "mtu": 0,
+            "hairpinMode": False,
+            "ipam": {"cniVersion": "0.3.0", "type": "ecs-ipam", "id": "", "ipv4-subnet": "169.254.172.0/22",
+                     "ipv4-routes": [{"dst": "169.254.170.2/32"}]}}
+    outcome = succeeded(plugin.run("ADD", conf, env={"CNI_CONTAINERID": "container-id", "CNI_IFNAME": "eth0",
+                                                     "CNI_NETNS": "/proc/1234/ns/net", "CNI_PATH": "/ecs/cni"}))
+    assert outcome.json == {"cniVersion": "0.3.0",
+                            "ips": [{"version": "4", "address": "169.254.172.2/22", "gateway": "169.254.172.1"}],
+                            "routes": [{"dst": "169.254.170.2/32", "gw": "169.254.172.1"}], "dns": {}}
+    assert outcome.stderr == ""
+
+
 def test_only_cni_command_is_needed(plugin):
     outcome = succeeded(plugin.run("ADD", netconf(V4), env={"CNI_IFNAME": None}))
     assert outcome.json["ips"][0]["address"] == "10.0.0.2/24"
