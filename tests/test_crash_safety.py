@@ -460,7 +460,9 @@ class Soak:
 def test_random_sigkills_during_concurrent_add_and_del(plugin):
     # Warm start first: the kills are aimed at the store, not at a first unpacking of the artifact.
     assert plugin.run("VERSION").code == 0
-    soak = Soak(plugin, seed=int(os.environ.get("ECS_IPAM_SOAK_SEED", time.time())))
+    seed = int(os.environ.get("ECS_IPAM_SOAK_SEED", time.time()))
+    print(f"soak: ECS_IPAM_SOAK_SEED={seed}")  # shown with a failure; kill timing still varies
+    soak = Soak(plugin, seed)
     workers = 4
     ids = [f"c{n:03d}" for n in range(48)]
     deadline = time.monotonic() + 45
