@@ -302,12 +302,13 @@ def lock_held(db_path):
         os.close(fd)
 
 
-@pytest.mark.parametrize("command", ["ADD", "DEL"])
+@pytest.mark.parametrize("command", ["ADD", "DEL", "CHECK", "GC"])
 def test_lock_timeout_is_code_11_naming_the_path_and_timeout(plugin, command):
     add(plugin, {**V4, "id": "a"})
     before = store_files(plugin)
+    conf = netconf({**V4, "id": "a"}, **{"cni.dev/valid-attachments": []})
     with lock_held(plugin.db_path):
-        outcome = plugin.run(command, netconf({**V4, "id": "a"}), env={"IPAM_DB_CONNECTION_TIMEOUT": "300ms"})
+        outcome = plugin.run(command, conf, env={"IPAM_DB_CONNECTION_TIMEOUT": "300ms"})
     failed(outcome, 11, str(plugin.db_path), "0.3s")
     assert store_files(plugin) == before
     # Once the lock is free the same call goes through.
