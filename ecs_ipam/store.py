@@ -345,15 +345,9 @@ class _DiskTables:
                            "it was written by a newer ecs-ipam: use that version")
 
     def get(self, key):
-        for layer in (self._pending, self._overlay):
-            if key in layer:
-                return layer[key]
-        if self._base is None:
-            return None
-        try:
-            return self._base[key.encode()].decode()
-        except KeyError:
-            return None
+        if key in self._pending:
+            return self._pending[key]
+        return self.get_committed(key)
 
     def put(self, key, value):
         self._pending[key] = value
@@ -386,6 +380,7 @@ class _DiskTables:
                 pass
 
     def get_committed(self, key):
+        """The value as the snapshot and the journal hold it, without this session's changes."""
         if key in self._overlay:
             return self._overlay[key]
         if self._base is None:
