@@ -332,9 +332,11 @@ def test_a_lock_released_within_the_timeout_is_waited_for(plugin):
     finally:
         os.close(fd)
     assert proc.wait(timeout=20) == 0
-    assert b'"10.0.0.2/24"' in proc.stdout.read()
+    stdout, stderr = proc.stdout.read(), proc.stderr.read()
     proc.stdout.close()
     proc.stderr.close()
+    assert b'"10.0.0.2/24"' in stdout
+    assert b"Traceback" not in stdout + stderr
 
 
 # -- a store the plugin cannot use ----------------------------------------------------------
