@@ -282,6 +282,8 @@ def _lock(lock_path, timeout):
         raise _LockTimeout()
 
     previous = signal.signal(signal.SIGALRM, expire)
+    # The runtime may have left SIGALRM blocked; then the timer would never end the wait.
+    mask = signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGALRM})
     try:
         signal.setitimer(signal.ITIMER_REAL, timeout)
         fcntl.flock(fd, fcntl.LOCK_EX)
@@ -297,6 +299,7 @@ def _lock(lock_path, timeout):
         raise
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         signal.signal(signal.SIGALRM, previous)
 
 
