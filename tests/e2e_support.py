@@ -6,7 +6,6 @@ from pathlib import Path
 ALL_VERSIONS = ("0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
 LEGACY_VERSIONS = ("0.1.0", "0.2.0")
 VERSIONED_IPS = ("0.3.0", "0.3.1", "0.4.0")
-MODERN_VERSIONS = ("1.0.0", "1.1.0")
 
 V4 = {"ipv4-subnet": "10.0.0.0/24"}
 V6 = {"ipv6-subnet": "2001:db8::/64"}

@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from e2e_support import (ALL_VERSIONS, DUAL, LEGACY_VERSIONS, MODERN_VERSIONS, V4, V6, VERSIONED_IPS,
+from e2e_support import (ALL_VERSIONS, DUAL, LEGACY_VERSIONS, V4, V6, VERSIONED_IPS,
                          add, add_address, add_addresses, assert_free, assert_held, delete, failed,
                          held_addresses, listing, netconf, store_files, succeeded)
 

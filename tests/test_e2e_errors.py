@@ -5,7 +5,7 @@ import fcntl
 import json
 import os
 import shutil
-import stat
+import signal
 import subprocess
 from pathlib import Path
 
@@ -314,6 +314,25 @@ def test_lock_timeout_is_code_11_naming_the_path_and_timeout(plugin, command):
     # Once the lock is free the same call goes through.
     if command == "DEL":
         silent_success(plugin.run("DEL", netconf({**V4, "id": "a"})))
+
+
+def _sigalrm_blocked():
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+
+
+def _sigalrm_ignored():
+    signal.signal(signal.SIGALRM, signal.SIG_IGN)
+
+
+@pytest.mark.parametrize("preexec", [_sigalrm_blocked, _sigalrm_ignored])
+def test_lock_timeout_holds_whatever_sigalrm_state_the_runtime_left(plugin, preexec):
+    with lock_held(plugin.db_path):
+        proc = subprocess.run([str(plugin.artifact)], input=json.dumps(netconf(V4)).encode(), capture_output=True,
+                              cwd="/", preexec_fn=preexec, timeout=10,
+                              env={"CNI_COMMAND": "ADD", "IPAM_DB_PATH": str(plugin.db_path),
+                                   "IPAM_DB_CONNECTION_TIMEOUT": "300ms"})
+    assert proc.returncode == 1 and b"Traceback" not in proc.stdout + proc.stderr, proc
+    assert json.loads(proc.stdout)["code"] == 11
 
 
 def test_a_lock_released_within_the_timeout_is_waited_for(plugin):
