@@ -16,6 +16,7 @@ host-local columns, containernetworking-plugins (/usr/lib/cni/host-local).
 
 import argparse
 import ipaddress
+import itertools
 import json
 import os
 import platform
@@ -35,6 +36,7 @@ from ecs_ipam.store import Allocation, open_store  # noqa: E402
 
 SUBNET = ipaddress.ip_network("10.0.0.0/8")
 GATEWAY = SUBNET.network_address + 1
+_moves = itertools.count()
 BASE_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "CNI_IFNAME": "eth0", "CNI_NETNS": "/var/run/netns/bench",
             "CNI_PATH": "/usr/lib/cni"}
 
@@ -73,11 +75,19 @@ def fill_ecs(db_path, count):
 
 
 def grow_journal(db_path, records):
-    """Append `records` small commits (a cursor of an unrelated subnet moving along)."""
+    """Append `records` small commits (a cursor of an unrelated subnet moving along).
+
+    Returns the seconds each took: a whole store session in this process (lock, open,
+    read the journal, change, append and fsync), without a process start.
+    """
     other = ipaddress.ip_network("192.168.0.0/16")
-    for n in range(records):
+    taken = []
+    for _ in range(records):
+        began = time.perf_counter()
         with open_store(str(db_path), 0) as store:
-            store.set_cursor(other, other[n + 2])
+            store.set_cursor(other, other[2 + next(_moves) % 60000])  # a new value each time: a real commit
+        taken.append(time.perf_counter() - began)
+    return taken
 
 
 def journal_records(db_path):
@@ -96,7 +106,7 @@ class EcsStore:
         self.db_path.parent.mkdir()
         fill_ecs(self.db_path, count)
         self.snapshot_size = self.db_path.stat().st_size
-        self.samples = {"add": [], "del": [], "compact": []}
+        self.samples = {"add": [], "del": [], "compact": [], "commit": [], "commit+compact": []}
 
     def call(self, command, holder):
         doc = {"cniVersion": "1.0.0", "name": "bench", "type": "bridge",
@@ -111,10 +121,17 @@ class EcsStore:
         self.samples["del"].append(self.call("DEL", f"bench-{n}"))
 
     def compacting_add(self, n):
-        grow_journal(self.db_path, store_module.COMPACT_AFTER - 1 - journal_records(self.db_path))
-        assert journal_records(self.db_path) == store_module.COMPACT_AFTER - 1
+        self.samples["commit"] += grow_journal(self.db_path, self.to_compaction())
+        # The COMPACT_AFTER-th commit, in this process: the append plus the compaction.
+        self.samples["commit+compact"] += grow_journal(self.db_path, 1)
+        assert journal_records(self.db_path) == 0, "the commit did not compact"
+        grow_journal(self.db_path, self.to_compaction())
         self.samples["compact"].append(self.call("ADD", f"compact-{n}"))
         assert journal_records(self.db_path) == 0, "the ADD did not compact"
+
+    def to_compaction(self):
+        """How many commits bring the journal to one short of a compaction."""
+        return store_module.COMPACT_AFTER - 1 - journal_records(self.db_path)
 
 
 # --- host-local ------------------------------------------------------------------------------
@@ -197,16 +214,21 @@ def main():
 
     print(f"ecs-ipam store scaling: median wall ms of {args.runs} processes per cell "
           f"({args.compactions} for ADD+compact); COMPACT_AFTER={store_module.COMPACT_AFTER}")
+    print("in-process: one store session that commits, without a process start "
+          "(+compact: the commit that also compacts)")
     print(f"ecs-ipam: {args.artifact}; host-local: {args.host_local}")
     print(f"{platform.node()}, {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
     print(f"ecs-ipam VERSION (start-up only, no store): {ms(startup).strip()} ms")
     print()
-    print(f"{'held':>7} | {'ecs ADD':>7} {'ecs DEL':>7} {'ADD+compact':>11} {'snapshot':>9} | "
-          f"{'h-l ADD':>7} {'h-l DEL':>7}")
+    print(f"{'':>7} | {'ecs-ipam process':^27} {'':>9} | {'in-process':^17} | {'host-local':^15}")
+    print(f"{'held':>7} | {'ADD':>7} {'DEL':>7} {'ADD+compact':>11} {'snapshot':>9} | "
+          f"{'commit':>7} {'+compact':>9} | {'ADD':>7} {'DEL':>7}")
     for count in sorted(set(ecs) | set(peers)):
         mine, peer = ecs.get(count), peers.get(count)
         ecs_cells = (f"{ms(mine.samples['add'])} {ms(mine.samples['del'])} {ms(mine.samples['compact']):>11} "
-                     f"{mine.snapshot_size / 1e6:7.2f}MB" if mine else f"{'-':>7} {'-':>7} {'-':>11} {'-':>9}")
+                     f"{mine.snapshot_size / 1e6:7.2f}MB | {ms(mine.samples['commit'])} "
+                     f"{ms(mine.samples['commit+compact']):>9}"
+                     if mine else f"{'-':>7} {'-':>7} {'-':>11} {'-':>9} | {'-':>7} {'-':>9}")
         peer_cells = f"{ms(peer.samples['add'])} {ms(peer.samples['del'])}" if peer else f"{'-':>7} {'-':>7}"
         print(f"{count:>7,} | {ecs_cells} | {peer_cells}")
 
