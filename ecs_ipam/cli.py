@@ -134,7 +134,12 @@ def _write(output):
         sys.stdout.write(json.dumps(output) + "\n")
         sys.stdout.flush()
     except (OSError, ValueError, AttributeError):
-        pass  # nobody is reading our stdout; the exit code still tells
+        # Nobody reads our stdout (the exit code still tells). Point it at /dev/null so that the
+        # interpreter's last flush of the unwritten buffer does not print "Exception ignored".
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError, AttributeError):
+            pass
 
 
 def _subcommand(argv):
