@@ -115,6 +115,23 @@ def test_non_utf8_container_or_ifname_is_code_4_naming_it(plugin, name, command)
     assert store_files(plugin) == {}
 
 
+@pytest.mark.parametrize("command, args, code", [("ADD", [], 0), ("DEL", [], 1), (None, ["--version"], 0),
+                                                 (None, ["--capabilities"], 0)])
+def test_nobody_reading_stdout_changes_nothing_but_the_output(plugin, command, args, code):
+    """A runtime that died before reading: same exit code, no Python noise on stderr, the ADD kept."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        env = {"IPAM_DB_PATH": str(plugin.db_path), **({"CNI_COMMAND": command} if command else {})}
+        proc = subprocess.run([str(plugin.artifact), *args], input=json.dumps(netconf(V4)).encode(),
+                              stdout=write_end, stderr=subprocess.PIPE, env=env, cwd="/", timeout=30)
+    finally:
+        os.close(write_end)
+    assert (proc.returncode, proc.stderr) == (code, b"")
+    if command == "ADD":
+        assert add_address(plugin, V4) == "10.0.0.3"
+
+
 # -- config validation (code 7) -------------------------------------------------------------
 
 INVALID = [
