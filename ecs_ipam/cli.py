@@ -46,13 +46,13 @@ def respond(environ, read_stdin, warn):
         if command not in commands.HANDLERS:
             raise CNIError(INVALID_ENVIRONMENT, f"CNI_COMMAND {command!r} is not a CNI command",
                            f"expected one of {', '.join(commands.HANDLERS)}")
-        doc = None
-        if command != "VERSION":  # VERSION ignores stdin, which may be absent
-            doc = config.decode(_text(read_stdin()))
-            cni_version = config.cni_version_of(doc)
-            versions.require_command_allowed(command, cni_version)
-            for key in config.unknown_ipam_keys(doc):
-                warn(f"ecs-ipam: warning: ignoring unknown ipam key {key!r} (a typo?)")
+        if command == "VERSION":  # ignores stdin (which may be absent), the store and its settings
+            return commands.version(None), 0
+        doc = config.decode(_text(read_stdin()))
+        cni_version = config.cni_version_of(doc)
+        versions.require_command_allowed(command, cni_version)
+        for key in config.unknown_ipam_keys(doc):
+            warn(f"ecs-ipam: warning: ignoring unknown ipam key {key!r} (a typo?)")
         path = environ.get("IPAM_DB_PATH") or _store_default()
         timeout = parse_duration("IPAM_DB_CONNECTION_TIMEOUT", environ.get("IPAM_DB_CONNECTION_TIMEOUT"))
 
