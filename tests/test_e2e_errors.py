@@ -29,6 +29,13 @@ def test_version_ignores_stdin(plugin, stdin):
     assert not Path(plugin.db_path).parent.exists()  # VERSION never touches the store
 
 
+def test_version_ignores_the_rest_of_the_environment(plugin):
+    env = {"IPAM_DB_CONNECTION_TIMEOUT": "banana", "IPAM_DB_PATH": "/proc/nowhere/db", "CNI_CONTAINERID": "\udcff",
+           "CNI_IFNAME": None}
+    outcome = succeeded(plugin.run("VERSION", env=env))
+    assert outcome.json == {"cniVersion": "1.1.0", "supportedVersions": SUPPORTED}
+
+
 def test_version_flag(plugin):
     outcome = succeeded(plugin.run(None, args=["--version"]))
     assert isinstance(outcome.json["version"], str) and outcome.json["version"]
