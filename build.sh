@@ -4,7 +4,7 @@
 #   ./build.sh          build dist/ecs-ipam and print its sha256
 #   ./build.sh test     build, then run the test suite against the built file
 #   ./build.sh demo     build, then ADD and DEL a container on a scratch store
-#   ./build.sh bench    build, then measure start-up time (benchmarks/startup.sh)
+#   ./build.sh bench    build, then measure start-up time (benchmarks/startup.py)
 #
 # Settings (environment):
 #   PYTHON       interpreter for the dev venv .venv (default /usr/bin/python3; needs dbm.gnu)
@@ -119,7 +119,7 @@ case "${1:-build}" in
     build) build ;;
     test) shift; run_tests "$@" ;;
     demo) demo ;;
-    bench) build; shift; benchmarks/startup.sh "$@" ;;
+    bench) build; shift; "$VENV/bin/python" benchmarks/startup.py "$@" ;;
     -h | --help | help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//' ;;
     *) say "usage: ./build.sh [build|test|demo|bench|help]"; exit 2 ;;
 esac

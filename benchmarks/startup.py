@@ -1,0 +1,148 @@
+"""Where ecs-ipam's start-up time goes: each command once per round, round after round, medians.
+
+    ./build.sh bench [--rounds N]      (builds dist/ecs-ipam first, then runs this)
+
+Rows: the bare interpreter; the interpreter importing what an ADD needs; the plugin's ADD
+run straight from its unpacked site-packages (no zipapp); the shipped file's ADD (our
+launcher); the same package built by stock shiv; host-local's ADD for reference; and the
+shipped file's first start after a reboot, when it unpacks. Every ADD starts on an empty
+store. The commands take turns within each round, so a machine that gets busier or quieter
+during the run shifts all of them alike instead of skewing the comparison.
+"""
+
+import argparse
+import json
+import os
+import platform
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+IMPORTS = "import json, ipaddress, fcntl, dbm.gnu"
+ECS_CONFIG = {
+    "cniVersion": "1.0.0", "name": "bench", "type": "ecs-bridge",
+    "ipam": {"type": "ecs-ipam", "ipv4-subnet": "169.254.172.0/22", "ipv4-routes": [{"dst": "169.254.170.2/32"}]},
+}
+LABELS = {
+    "interpreter": "bare interpreter (`python3 -I -S -c pass`)",
+    "imports": f"+ `{IMPORTS}`",
+    "direct": "ecs-ipam ADD from the unpacked package, no zipapp",
+    "launcher": "**ecs-ipam ADD, the shipped file (launcher)**",
+    "stock": "ecs-ipam ADD, stock shiv bootstrap",
+    "host-local": "host-local ADD (reference)",
+    "cold": "ecs-ipam ADD, first start after a reboot (unpacks)",
+}
+
+
+class Case:
+    """One command to time: argv, its stdin file, and what to clear before each run."""
+
+    def __init__(self, argv, stdin, clear=()):
+        self.argv, self.stdin, self.clear = argv, stdin, clear
+
+    def run_once(self, env):
+        for path in self.clear:
+            shutil.rmtree(path, ignore_errors=True)
+        with open(self.stdin, "rb") as stdin:
+            start = time.perf_counter()
+            proc = subprocess.run(self.argv, stdin=stdin, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+            elapsed = time.perf_counter() - start
+        if proc.returncode != 0:
+            sys.exit(f"startup.py: {self.argv} exited {proc.returncode}: {proc.stderr.decode()}")
+        return elapsed * 1000
+
+
+def cases(work, python, artifact, host_local):
+    """The commands to compare, by row name; the plugin copies live in work."""
+    shutil.copy2(artifact, work / "ecs-ipam")
+    shutil.copy2(artifact, work / "ecs-ipam-cold")
+    subprocess.run(
+        [sys.executable, str(REPO / "tools" / "pack.py"), "--python", python, "--stock",
+         "--output", str(work / "ecs-ipam-stock")], check=True, stdout=subprocess.DEVNULL,
+    )
+    (work / "ecs.conf").write_text(json.dumps(ECS_CONFIG))
+    (work / "host-local.conf").write_text(json.dumps({
+        "cniVersion": "1.0.0", "name": "bench", "type": "bridge",
+        "ipam": {"type": "host-local", "subnet": "169.254.172.0/22", "dataDir": str(work / "host-local")},
+    }))
+    empty, store = work / "ecs.conf", [work / "db"]
+    unpacked = work / "unpacked"
+    table = {
+        "interpreter": Case([python, "-I", "-S", "-c", "pass"], empty),
+        "imports": Case([python, "-I", "-S", "-c", IMPORTS], empty),
+        "direct": Case([python, "-I", "-S", "-c",
+                        "import sys; sys.path.insert(0, sys.argv.pop(1)); from ecs_ipam.cli import main; main()",
+                        "SITE_PACKAGES"], empty, store),
+        "launcher": Case([str(work / "ecs-ipam")], empty, store),
+        "stock": Case([str(work / "ecs-ipam-stock")], empty, store),
+    }
+    if host_local and os.access(host_local, os.X_OK):
+        table["host-local"] = Case([host_local], work / "host-local.conf", [work / "host-local"])
+    with zipfile.ZipFile(artifact) as archive:
+        build_id = json.loads(archive.read("environment.json"))["build_id"]
+    table["cold"] = Case([str(work / "ecs-ipam-cold")], empty, store + [unpacked / f"ecs-ipam-cold_{build_id}"])
+    table["direct"].argv[-1] = str(unpacked / f"ecs-ipam_{build_id}" / "site-packages")
+    return table
+
+
+def report(times, rounds):
+    med = {name: statistics.median(values) for name, values in times.items()}
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    print(f"{time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, {cpu}, {platform.system()} "
+          f"{platform.release()}; {rounds} rounds; medians")
+    print()
+    print("| what runs | median | vs bare interpreter |")
+    print("|---|---:|---:|")
+    for name, label in LABELS.items():
+        if name in med:
+            print(f"| {label} | {med[name]:.1f} ms | {med[name] / med['interpreter']:.1f}x |")
+    print()
+    print("| the shipped file's ADD, by part | ms |")
+    print("|---|---:|")
+    print(f"| interpreter start | {med['interpreter']:.1f} |")
+    print(f"| imports ({IMPORTS[len('import '):]}) | {med['imports'] - med['interpreter']:.1f} |")
+    print(f"| our code (the rest of the ADD, including the store) | {med['direct'] - med['imports']:.1f} |")
+    print(f"| zipapp start and launcher | {med['launcher'] - med['direct']:.1f} |")
+    print(f"| (stock shiv bootstrap in place of the launcher) | ({med['stock'] - med['direct']:.1f}) |")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=200)
+    parser.add_argument("--python", default=os.environ.get("HOST_PYTHON") or "/usr/bin/python3")
+    parser.add_argument("--artifact", type=Path, default=Path(os.environ.get("ECS_IPAM_ARTIFACT", REPO / "dist" / "ecs-ipam")))
+    parser.add_argument("--host-local", default="/usr/lib/cni/host-local")
+    args = parser.parse_args()
+    if not args.artifact.is_file():
+        sys.exit(f"startup.py: no artifact at {args.artifact}: run ./build.sh first")
+    with tempfile.TemporaryDirectory(prefix="ecs-ipam-bench-") as scratch:
+        work = Path(scratch)
+        env = {
+            "PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "SHIV_ROOT": str(work / "unpacked"),
+            "CNI_COMMAND": "ADD", "CNI_CONTAINERID": "bench", "CNI_NETNS": "/var/run/netns/bench",
+            "CNI_IFNAME": "eth0", "CNI_PATH": "/usr/lib/cni", "IPAM_DB_PATH": str(work / "db" / "ipam.db"),
+        }
+        table = cases(work, args.python, args.artifact, args.host_local)
+        # Unpack the warm copies and let them write their bytecode before timing anything.
+        for name, case in table.items():
+            if name not in ("direct", "cold"):
+                for _ in range(3):
+                    case.run_once(env)
+        times = {name: [] for name in table}
+        names = list(table)
+        for _ in range(args.rounds):
+            random.shuffle(names)
+            for name in names:
+                times[name].append(table[name].run_once(env))
+        report(times, args.rounds)
+
+
+if __name__ == "__main__":
+    main()
