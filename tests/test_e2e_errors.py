@@ -4,6 +4,7 @@ import contextlib
 import fcntl
 import json
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -569,3 +570,36 @@ def test_missing_dbm_gnu_is_one_clear_code_5(plugin, tmp_path):
     # Commands that need no store still work.
     assert succeeded(no_gdbm.run("VERSION")).json["supportedVersions"] == SUPPORTED
     assert store_files(plugin) == {}
+
+
+# -- odd input, at random -------------------------------------------------------------------
+
+ODD_VALUES = [None, "", 0, -1, 1.5, True, [], {}, "10.0.0.0/24", "10.0.0.5", "10.0.0.5/24", "10.0.0.255/24",
+              "2001:db8::/64", "2001:db8::5", "2001:db8::5/64", "::", "::/0", "0.0.0.0/0", "x", "é" * 200,
+              "fe80::1%eth0", "::ffff:1.2.3.4", "10.0.0.0/31", "10.0.0.1", "2001:db8::1", 1e308,
+              [{"dst": "169.254.170.2/32", "mtu": 1500}], [{"dst": "::/0", "gw": None, "table": 5}],
+              [{"containerID": "c1", "ifname": "eth0"}], {"ips": [{"address": "10.0.0.2/24"}]}]
+IPAM_KEYS = ["type", "id", "cniVersion", "ipv4-address", "ipv4-gateway", "ipv4-routes", "ipv6-address",
+             "ipv6-gateway", "ipv6-routes", "ipv4-subnet", "ipv6-subnet"]
+
+
+def test_random_odd_configs_never_make_an_internal_error(plugin):
+    """Any command with odd values in any field: a CNI answer (never code 999), and a sound store after."""
+    rng = random.Random(20261130)
+    answers = set()
+    for _ in range(150):
+        ipam = {key: rng.choice(ODD_VALUES) for key in rng.sample(IPAM_KEYS, rng.randint(0, 5))}
+        ipam.setdefault("ipv4-subnet", rng.choice(["10.0.0.0/24", "10.0.0.0/30", "10.0.0.5/29"]))
+        extra = {key: rng.choice(ODD_VALUES) for key in ("prevResult", "cni.dev/valid-attachments")
+                 if rng.random() < 0.3}
+        conf = netconf(ipam, rng.choice(["1.1.0", "0.4.0", "0.2.0", None]), **extra)
+        env = rng.choice([{}, {"CNI_CONTAINERID": "c1"}, {"CNI_CONTAINERID": "c2", "CNI_IFNAME": "eth1"}])
+        command = rng.choice(["ADD", "ADD", "DEL", "CHECK", "GC", "STATUS"])
+        outcome = plugin.run(command, conf, env=env)
+        if outcome.code != 0:
+            assert outcome.json["code"] != 999, outcome
+        answers.add((command, outcome.code and outcome.json["code"]))
+    # The run went through successes and failures of several kinds.
+    assert {("ADD", 0), ("DEL", 0), ("ADD", 7), ("CHECK", 103)} <= answers, answers
+    check = subprocess.run([str(plugin.artifact), "db", "check", "--db", str(plugin.db_path)], capture_output=True)
+    assert check.returncode == 0, check
