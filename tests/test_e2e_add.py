@@ -447,14 +447,14 @@ def test_changing_a_networks_subnet_does_not_wedge_it(plugin):
     {"ipv4-subnet": "0.0.0.0/0", "ipv4-address": "255.255.255.254/0"},
 ])
 def test_huge_subnets_are_never_enumerated(plugin, ipam):
-    """The cursor sits on the last address; the next automatic ADD wraps at once, in well under a second."""
+    """The cursor sits on the last address; the next automatic ADD wraps at once."""
     add(plugin, {**ipam, "id": "last"})
     family = "ipv6" if "ipv6-subnet" in ipam else "ipv4"
     auto = {k: v for k, v in ipam.items() if not k.endswith("-address")}
     start = time.monotonic()
     address = add_address(plugin, auto)
     elapsed = time.monotonic() - start
-    assert elapsed < 2.0, elapsed
+    assert elapsed < 5.0, elapsed  # enumerating would take hours
     last = ipam[f"{family}-address"].split("/")[0]
     expected_next = {"2001:db8::ffff:ffff:ffff:ffff": "2001:db8::2",
                      "ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe": "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
