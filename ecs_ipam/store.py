@@ -251,7 +251,9 @@ def _make_directories(directory):
         try:
             os.mkdir(directory, 0o700)
         except FileExistsError:
-            pass
+            continue
+        # The new name must be durable before the store in it is: a power loss must not lose both.
+        _fsync_directory(directory)
 
 
 def _exists_any(path):
