@@ -535,3 +535,29 @@ def test_failed_compaction_does_not_fail_the_commit_the_journal_already_holds(db
     assert not journal_path(db).exists()
     held = [a[0] for a in state(db)[0]]
     assert address in held and "169.254.172.2" not in held and len(held) == small_compaction + 1
+
+
+# --- durability: what an ADD reports is on disk, directory entries included -------------------
+
+def test_first_add_in_new_directories_fsyncs_every_new_entry_before_reporting(tmp_path, monkeypatch):
+    """A power loss after the ADD returned must not lose it: not the store, not its directory.
+
+    Each new name (the directories made for IPAM_DB_PATH, then the snapshot) is durable
+    only once the directory holding it has been fsynced after it appeared.
+    """
+    db = tmp_path / "data" / "ecs" / "ipam.db"
+    real_fsync = os.fsync
+    synced = []  # paths fsynced, in order
+
+    def recording_fsync(fd):
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    add(db, "first")
+    monkeypatch.undo()
+
+    for name, holder in ((db.parent.parent, tmp_path), (db.parent, db.parent.parent), (db, db.parent)):
+        assert name.exists()
+        assert str(holder) in synced, f"{holder} was never fsynced after {name.name} appeared in it"
+    assert synced.index(str(db) + ".new") < synced.index(str(db.parent))  # the snapshot's data, then its name
