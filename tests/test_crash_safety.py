@@ -561,3 +561,63 @@ def test_first_add_in_new_directories_fsyncs_every_new_entry_before_reporting(tm
         assert name.exists()
         assert str(holder) in synced, f"{holder} was never fsynced after {name.name} appeared in it"
     assert synced.index(str(db) + ".new") < synced.index(str(db.parent))  # the snapshot's data, then its name
+
+
+class FileOperations:
+    """Records the store's file operations in order, as (operation, path), to check fsync ordering."""
+
+    def __init__(self, monkeypatch):
+        self.log = []
+        self.paths = {}
+        for name in ("open", "write", "fsync", "ftruncate", "rename", "unlink", "close"):
+            monkeypatch.setattr(os, name, self._wrap(name, getattr(os, name)))
+
+    def _wrap(self, name, real):
+        def operation(*args, **kwargs):
+            value = real(*args, **kwargs)
+            if name == "open":
+                self.paths[value] = str(args[0])
+            elif name in ("rename",):
+                self.log.append((name, f"{args[0]} -> {args[1]}"))
+            elif name == "unlink":
+                self.log.append((name, str(args[0])))
+            elif name != "close":
+                self.log.append((name, self.paths.get(args[0], f"fd {args[0]}")))
+            return value
+        return operation
+
+    def index(self, operation, path, after=-1):
+        """The position of the first (operation, path) after position `after`."""
+        for position in range(after + 1, len(self.log)):
+            if self.log[position] == (operation, str(path)):
+                return position
+        raise AssertionError(f"no {operation} of {path} after step {after} in {self.log}")
+
+
+def test_journal_appends_and_compactions_fsync_in_the_right_order(db, small_compaction, monkeypatch):
+    """What a power loss leaves is what was fsynced: each step is synced before the next depends on it."""
+    add(db, "first")  # the snapshot
+    journal = journal_path(db)
+
+    ops = FileOperations(monkeypatch)
+    add(db, "creates-the-journal")
+    write = ops.index("write", journal)
+    synced = ops.index("fsync", journal, write)
+    ops.index("fsync", db.parent, synced)  # the journal's name is durable too
+    monkeypatch.undo()
+    monkeypatch.setattr(store_module, "COMPACT_AFTER", small_compaction)
+
+    for n in range(small_compaction - 2):
+        add(db, f"id-{n}")
+    ops = FileOperations(monkeypatch)
+    add(db, "compacting")  # the journal's 5th record: append, then compact
+    new = f"{db}.new"
+    write = ops.index("write", journal)
+    committed = ops.index("fsync", journal, write)
+    snapshot_synced = ops.index("fsync", new, committed)
+    renamed = ops.index("rename", f"{new} -> {db}", snapshot_synced)
+    # Only once the new snapshot's name is durable may the journal go: else a power loss could
+    # keep the removal and lose the rename, and with them the journal's records.
+    name_synced = ops.index("fsync", db.parent, renamed)
+    ops.index("unlink", journal, name_synced)
+    assert not journal.exists()
