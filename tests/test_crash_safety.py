@@ -497,7 +497,12 @@ def test_random_sigkills_during_concurrent_add_and_del(plugin):
             else:
                 assert mine == sorted(known), f"{holder}'s ADD printed {known}, the store has {mine}"
         assert set(held) <= set(soak.model)
-    # The plugin itself carries on over the store.
+        count = len(store.allocations())
+    # The operator's check agrees...
+    checked = subprocess.run([str(plugin.artifact), "db", "check", "--db", str(plugin.db_path)],
+                             capture_output=True, text=True, timeout=60)
+    assert checked.returncode == 0 and f"sound, {count} allocation(s)" in checked.stdout, checked
+    # ...and the plugin itself carries on over the store.
     outcome = plugin.run("ADD", config("final", v6=True), env={"CNI_CONTAINERID": "final"})
     assert outcome.code == 0, outcome
 
