@@ -7,6 +7,8 @@ is then exactly as before or exactly as after that commit. And a soak test SIGKI
 real plugin processes at random moments while they ADD and DEL concurrently.
 """
 
+import errno
+import ipaddress
 import json
 import os
 import random
@@ -244,7 +246,6 @@ def test_crash_between_snapshot_rename_and_journal_removal_replays_idempotently(
 
 
 def _address_key(text):
-    import ipaddress
     address = ipaddress.ip_address(text)
     return address.version, address
 
@@ -517,7 +518,6 @@ def test_failed_compaction_does_not_fail_the_commit_the_journal_already_holds(db
     Reporting the ADD as failed would leak its address (the store holds it, the runtime
     thinks it has none); a DEL reported as failed would be retried for nothing.
     """
-    import errno
     for n in range(small_compaction):  # the snapshot, then small_compaction - 1 records
         add(db, f"id-{n}")
 
