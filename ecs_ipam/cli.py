@@ -134,12 +134,16 @@ def _write(output):
         sys.stdout.write(json.dumps(output) + "\n")
         sys.stdout.flush()
     except (OSError, ValueError, AttributeError):
-        # Nobody reads our stdout (the exit code still tells). Point it at /dev/null so that the
-        # interpreter's last flush of the unwritten buffer does not print "Exception ignored".
-        try:
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        except (OSError, ValueError, AttributeError):
-            pass
+        _silence_stdout()
+
+
+def _silence_stdout():
+    """Nobody reads our stdout (the exit code still tells). Point it at /dev/null so that the
+    interpreter's last flush of the unwritten buffer does not print "Exception ignored"."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 def _subcommand(argv):
@@ -155,6 +159,12 @@ def _subcommand(argv):
     if argv[0] == "db":
         from ecs_ipam import dbtool
 
-        return dbtool.main(argv[1:], os.environ)
+        try:
+            code = dbtool.main(argv[1:], os.environ)
+            sys.stdout.flush()
+            return code
+        except BrokenPipeError:
+            _silence_stdout()
+            return 1
     _warn(f"ecs-ipam: unknown arguments {' '.join(argv)!r}\n{USAGE}")
     return 2

@@ -6,7 +6,7 @@ from collections import namedtuple
 from ecs_ipam import allocator
 from ecs_ipam.config import (parse_attachments, parse_ipam, parse_prev_result,
                              parse_release_hints)
-from ecs_ipam.errors import CHECK_MISMATCH, NOT_AVAILABLE, CNIError, config_error
+from ecs_ipam.errors import CHECK_MISMATCH, NOT_AVAILABLE, TRY_AGAIN_LATER, CNIError, config_error
 from ecs_ipam.result import Result, encode
 from ecs_ipam.versions import NEWEST, SUPPORTED
 
@@ -100,7 +100,7 @@ def gc(request):
     subnets = [family.subnet for family in ipam.families]
     with request.session() as store:
         for held in store.allocations():
-            if held.container is None or (held.container, held.ifname or "") in live:
+            if held.container is None or _attached(held, live):
                 continue
             if any(held.address in subnet for subnet in subnets):
                 store.release(held.address)
@@ -118,7 +118,7 @@ def status(request):
                     raise CNIError(NOT_AVAILABLE, f"subnet {family.subnet} is exhausted",
                                    "every address but the gateway is held")
     except CNIError as err:
-        if err.code != NOT_AVAILABLE:
+        if err.code not in (NOT_AVAILABLE, TRY_AGAIN_LATER):  # a busy lock is not an unusable store
             raise CNIError(NOT_AVAILABLE, f"the store is unusable: {err.msg}", err.details)
         raise
     return None
@@ -129,6 +129,13 @@ def version(request):
 
 
 HANDLERS = {"ADD": add, "DEL": delete, "CHECK": check, "GC": gc, "STATUS": status, "VERSION": version}
+
+
+def _attached(allocation, live):
+    """Whether GC's live attachments include the allocation's container (on its ifname, if it had one)."""
+    if allocation.ifname is None:
+        return any(container == allocation.container for container, _ in live)
+    return (allocation.container, allocation.ifname) in live
 
 
 def _names(addresses):

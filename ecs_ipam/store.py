@@ -213,7 +213,7 @@ class open_store:
                 return Store(self._tables)
             if self.writable:
                 _make_directories(os.path.dirname(os.path.abspath(self.path)))
-            self._lock_fd = _lock(self.path + ".lock", self.timeout)
+            self._lock_fd = _lock(self.path + ".lock", self.timeout, self.writable)
             self._tables = _DiskTables(self.path)
             return Store(self._tables)
         except OSError as err:
@@ -264,9 +264,24 @@ class _LockTimeout(Exception):
     pass
 
 
-def _lock(lock_path, timeout):
+def _open_lock_file(lock_path, writable):
+    """The lock file's descriptor; None for a reader on a read-only file system without one."""
+    try:
+        return os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as err:
+        if writable or err.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+            raise
+    try:
+        return os.open(lock_path, os.O_RDONLY | os.O_CLOEXEC)  # flock works on it too
+    except FileNotFoundError:
+        return None  # nobody can write there either, so there is nothing to wait for
+
+
+def _lock(lock_path, timeout, writable=True):
     """Open lock_path and take an exclusive lock on it, waiting at most timeout seconds."""
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fd = _open_lock_file(lock_path, writable)
+    if fd is None:
+        return None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         return fd

@@ -321,6 +321,14 @@ def test_gc_releases_in_both_families(plugin):
     assert_held(plugin, DUAL, "2001:db8::3")
 
 
+def test_gc_keeps_a_live_container_recorded_without_ifname(plugin):
+    add(plugin, V4, env={"CNI_CONTAINERID": "c1", "CNI_IFNAME": None})
+    add(plugin, V4, env={"CNI_CONTAINERID": "c2", "CNI_IFNAME": None})
+    silent_success(gc(plugin, [{"containerID": "c1", "ifname": "eth0"}]))
+    assert_held(plugin, V4, "10.0.0.2")
+    assert_free(plugin, V4, "10.0.0.3")
+
+
 def test_gc_then_del_is_still_fine(plugin):
     add(plugin, V4, env=C1)
     silent_success(gc(plugin, []))

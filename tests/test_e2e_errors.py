@@ -124,7 +124,7 @@ def test_non_utf8_container_or_ifname_is_code_4_naming_it(plugin, name, command)
 
 
 @pytest.mark.parametrize("command, args, code", [("ADD", [], 0), ("DEL", [], 1), (None, ["--version"], 0),
-                                                 (None, ["--capabilities"], 0)])
+                                                 (None, ["--capabilities"], 0), (None, ["db", "list"], 1)])
 def test_nobody_reading_stdout_changes_nothing_but_the_output(plugin, command, args, code):
     """A runtime that died before reading: same exit code, no Python noise on stderr, the ADD kept."""
     read_end, write_end = os.pipe()
@@ -327,7 +327,7 @@ def lock_held(db_path):
         os.close(fd)
 
 
-@pytest.mark.parametrize("command", ["ADD", "DEL", "CHECK", "GC"])
+@pytest.mark.parametrize("command", ["ADD", "DEL", "CHECK", "GC", "STATUS"])
 def test_lock_timeout_is_code_11_naming_the_path_and_timeout(plugin, command):
     add(plugin, {**V4, "id": "a"})
     before = store_files(plugin)
@@ -499,6 +499,10 @@ def test_read_only_file_system_with_a_store_keeps_it(plugin, tmp_path):
     before = {p.name: p.read_bytes() for p in directory.iterdir()}
     failed(ro_plugin.run("ADD", netconf({**V4, "id": "b"})), 5, str(db))
     failed(ro_plugin.run("DEL", netconf({**V4, "id": "a"})), 5, str(db))
+    # Reading needs no write access: CHECK and STATUS still answer from the store.
+    silent_success(ro_plugin.run("CHECK", netconf({**V4, "id": "a"})))
+    failed(ro_plugin.run("CHECK", netconf({**V4, "id": "b"})), 103, "'b'")
+    silent_success(ro_plugin.run("STATUS", netconf(V4)))
     assert {p.name: p.read_bytes() for p in directory.iterdir()} == before
 
 
