@@ -15,6 +15,7 @@ ecs-ipam is a CNI IPAM plugin: a runtime runs it with CNI_COMMAND (ADD, DEL, CHE
 STATUS) and friends in the environment and the network config on stdin.
   ecs-ipam --version | --capabilities
   ecs-ipam db list [--json] | db release ADDRESS | db release --id ID | db check   [--db PATH]
+  ecs-ipam db import-bolt GO_PLUGIN_FILE [--ipv4-subnet CIDR] [--ipv6-subnet CIDR]   [--db PATH]
 """
 CAPABILITIES = {"capabilities": ["awsvpc-network-mode"]}
 _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")

@@ -1,12 +1,13 @@
-"""`ecs-ipam db ...`: the operator's view of the store (list, release, check), under the plugin's lock."""
+"""`ecs-ipam db ...`: the operator's view of the store (list, release, check, import-bolt), under the plugin's lock."""
 
 import argparse
 import ipaddress
 import json
+import os
 import sys
 import time
 
-from ecs_ipam.errors import CNIError
+from ecs_ipam.errors import ADDRESS_IN_USE, INVALID_CONFIG, CNIError
 from ecs_ipam.store import DEFAULT_PATH, open_store
 
 
@@ -84,6 +85,82 @@ def check(args, path, timeout):
     return 0
 
 
+def import_bolt(args, path, timeout):
+    """Carry the Go plugin's allocations over from its BoltDB file, in one store session."""
+    from ecs_ipam import bolt, migrate
+
+    _refuse_the_store_itself(args.bolt_file, path)
+    subnets = {4: args.ipv4_subnet, 6: args.ipv6_subnet}
+    plan = migrate.plan_import(bolt.read_bucket(args.bolt_file, migrate.BUCKET), subnets, int(time.time()))
+    touched = sorted({a.subnet for a in plan.allocations} | set(plan.cursors), key=_subnet_order)
+    with open_store(path, timeout) as store:
+        held = [a.address for a in plan.allocations if store.is_held(a.address)]
+        if held:
+            raise CNIError(ADDRESS_IN_USE, f"{path} already holds {len(held)} of the addresses to import: "
+                                           f"{migrate.names(held)}",
+                           "nothing was imported; free stale ones with `ecs-ipam db release ADDRESS` first")
+        own_cursors = {subnet: store.cursor(subnet) for subnet in touched}
+        for allocation in plan.allocations:
+            store.reserve(allocation)  # also moves the subnet's cursor; settled below
+        sources = {subnet: _settle_cursor(store, subnet, own_cursors[subnet], plan.cursors.get(subnet))
+                   for subnet in touched}
+        cursors = {subnet: store.cursor(subnet) for subnet in touched}
+    _print_import(args.bolt_file, path, plan, cursors, sources)
+    return 0
+
+
+def _refuse_the_store_itself(bolt_file, path):
+    if os.path.exists(bolt_file) and os.path.exists(path) and os.path.samefile(bolt_file, path):
+        raise CNIError(INVALID_CONFIG, f"{bolt_file} is the store ecs-ipam would write ({path})",
+                       f"move the Go plugin's file away first, e.g. `mv {path} {path}.bolt`, and import from there")
+
+
+def _settle_cursor(store, subnet, own, go):
+    """Set subnet's cursor after the import; return where it came from."""
+    if own is not None:
+        store.set_cursor(subnet, own)
+        return "the store's own, kept"
+    if go is not None:
+        store.set_cursor(subnet, go)
+        return "the Go plugin's lastKnownIP" + ("v6" if subnet.version == 6 else "")
+    return "the last imported address: the Go plugin's file had no cursor for it"
+
+
+def _print_import(bolt_file, path, plan, cursors, sources):
+    from ecs_ipam.migrate import names
+
+    per_subnet = {}
+    for allocation in plan.allocations:
+        per_subnet[allocation.subnet] = per_subnet.get(allocation.subnet, 0) + 1
+    counts = ", ".join(f"{count} in {subnet}" for subnet, count in per_subnet.items())
+    print(f"imported {len(plan.allocations)} address(es) from {bolt_file} into {path}"
+          + (f": {counts}" if counts else ""))
+    for subnet, cursor in cursors.items():
+        print(f"cursor of {subnet}: {cursor} ({sources[subnet]})")
+    if plan.gateways:
+        print(f"skipped gateway(s) {names(plan.gateways)}: ecs-ipam never stores gateways")
+    for note in plan.notes:
+        print(f"note: {note}")
+
+
+def _subnet_flag(version):
+    """An argparse type: a CIDR of the IP version (host bits dropped, as in the config)."""
+    def parse(text):
+        try:
+            subnet = ipaddress.ip_network(text, strict=False)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a CIDR block")
+        if subnet.version != version:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an IPv{version} CIDR block")
+        return subnet
+
+    return parse
+
+
+def _subnet_order(subnet):
+    return subnet.version, subnet
+
+
 def _age(seconds):
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds >= size:
@@ -104,6 +181,13 @@ def _parser():
     releasing.set_defaults(run=release)
     checking = commands.add_parser("check", help="verify the store's integrity")
     checking.set_defaults(run=check)
-    for sub in (listing, releasing, checking):
+    importing = commands.add_parser("import-bolt", help="carry the Go plugin's allocations over from its BoltDB file")
+    importing.add_argument("bolt_file", metavar="BOLT_FILE", help="the Go plugin's store (read, never written)")
+    importing.add_argument("--ipv4-subnet", metavar="CIDR", type=_subnet_flag(4),
+                           help="the subnet its IPv4 addresses were allocated from")
+    importing.add_argument("--ipv6-subnet", metavar="CIDR", type=_subnet_flag(6),
+                           help="the subnet its IPv6 addresses were allocated from")
+    importing.set_defaults(run=import_bolt)
+    for sub in (listing, releasing, checking, importing):
         sub.add_argument("--db", metavar="PATH", default=argparse.SUPPRESS, help="the store")
     return parser

@@ -429,9 +429,12 @@ class _DiskTables:
         try:
             return self._gdbm.open(self.path, "ru")
         except self._gdbm.error:
-            raise CNIError(IO_FAILURE, f"{self.path} is not an ecs-ipam store: {_describe(self.path)}",
-                           "ecs-ipam never overwrites it; move it away or point IPAM_DB_PATH at another "
-                           "path (the Go plugin's BoltDB store cannot be read by ecs-ipam)")
+            found = _describe(self.path)
+            carry_over = (" (then `ecs-ipam db import-bolt OLD_FILE --ipv4-subnet CIDR` carries its allocations "
+                          "over)" if found == _BOLT_FILE else "")
+            raise CNIError(IO_FAILURE, f"{self.path} is not an ecs-ipam store: {found}",
+                           f"ecs-ipam never overwrites it; move it away{carry_over} or point IPAM_DB_PATH at "
+                           "another path")
 
     def _read_journal(self):
         try:
@@ -553,6 +556,9 @@ def _decode_record(line):
         return None
 
 
+_BOLT_FILE = "it is a BoltDB file, as written by the Go ecs-ipam plugin"
+
+
 def _describe(path):
     """A short description of what a file that is not a gdbm store looks like."""
     try:
@@ -563,5 +569,5 @@ def _describe(path):
     if not head:
         return "the file is empty"
     if head[16:20] == b"\xed\xda\x0c\xed":
-        return "it is a BoltDB file, as written by the Go ecs-ipam plugin"
+        return _BOLT_FILE
     return "it is not a dbm.gnu file"

@@ -1,0 +1,235 @@
+"""End to end: `ecs-ipam db import-bolt` carries the Go plugin's store over, and the plugin goes on from it.
+
+Each fixture (shared/fixtures/go-plugin-boltdb) is a store the Go plugin left; its `dump` says
+who holds what. After the import, `db list` must show exactly those holders, ADD must continue
+after the Go plugin's cursor without handing out an imported address, and DEL by id must release
+what the id held there. The bolt file is only ever read.
+"""
+
+import fcntl
+import ipaddress
+import shutil
+import subprocess
+
+import pytest
+
+from e2e_support import add_address, add_addresses, delete, failed, listing, netconf, store_files
+from go_fixtures import NAMES, fixture, go_cursors, go_holders
+
+SUBNETS = {
+    "ipv4-basic": {"ipv4-subnet": "10.0.0.0/24"},
+    "dual-stack": {"ipv4-subnet": "10.0.0.0/24", "ipv6-subnet": "2001:db8::/64"},
+    "ecs-link-local-1000": {"ipv4-subnet": "169.254.172.0/22"},
+}
+CURSOR_FAMILY = {"lastKnownIP": "ipv4-subnet", "lastKnownIPv6": "ipv6-subnet"}
+
+
+@pytest.fixture
+def go_store(tmp_path):
+    """copy(name): a writable copy of the fixture NAME.db alone in its own directory."""
+    def copy(name):
+        directory = tmp_path / f"go-{name}"
+        directory.mkdir()
+        path = directory / "eni-ipam.db"
+        shutil.copyfile(fixture(name)[0], path)
+        return path
+    return copy
+
+
+def flags(subnets):
+    return [arg for field, cidr in subnets.items() for arg in (f"--{field}", cidr)]
+
+
+class Run:
+    """One finished operator command: exit code, stdout and stderr as text (not JSON)."""
+
+    def __init__(self, proc):
+        self.code, self.stdout, self.stderr = proc.returncode, proc.stdout.decode(), proc.stderr.decode()
+        assert "Traceback" not in self.stdout + self.stderr, self.stdout + self.stderr
+
+    def __repr__(self):
+        return f"<exit {self.code} stdout={self.stdout!r} stderr={self.stderr!r}>"
+
+
+def run_db(plugin, args, env=None):
+    """`ecs-ipam db ARGS` in the minimal environment the plugin fixture uses, on its store."""
+    environ = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "IPAM_DB_PATH": str(plugin.db_path), **(env or {})}
+    return Run(subprocess.run([str(plugin.artifact), "db", *args], env=environ, capture_output=True,
+                              stdin=subprocess.DEVNULL, timeout=60, cwd="/"))
+
+
+def import_bolt(plugin, bolt_path, subnets, env=None):
+    return run_db(plugin, ["import-bolt", str(bolt_path), *flags(subnets)], env)
+
+
+def imported(plugin, bolt_path, subnets):
+    outcome = import_bolt(plugin, bolt_path, subnets)
+    assert outcome.code == 0, outcome
+    return outcome
+
+
+def unchanged(bolt_path, name):
+    """The copy is byte for byte the fixture, and nothing was created beside it."""
+    assert bolt_path.read_bytes() == fixture(name)[0].read_bytes()
+    assert [p.name for p in bolt_path.parent.iterdir()] == ["eni-ipam.db"]
+    return True
+
+
+def next_free(subnet, cursor, taken):
+    """The address an automatic ADD should give: the first after cursor that is not taken."""
+    network = ipaddress.ip_network(subnet)
+    address = ipaddress.ip_address(cursor) + 1
+    while str(address) in taken or address == network.network_address + 1:
+        address += 1
+    return str(address)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_db_list_shows_exactly_the_go_plugins_holders(plugin, go_store, name):
+    bolt_path = go_store(name)
+    mtime = bolt_path.stat().st_mtime_ns
+    dump = fixture(name)[1]["dump"]
+    outcome = imported(plugin, bolt_path, SUBNETS[name])
+    holders = go_holders(dump)
+    assert f"imported {len(holders)} address(es)" in outcome.stdout
+    subnet_of = {4: SUBNETS[name]["ipv4-subnet"], 6: SUBNETS[name].get("ipv6-subnet")}
+    listed = listing(plugin)
+    assert {a["address"]: a["id"] for a in listed["allocations"]} == holders
+    for allocation in listed["allocations"]:
+        address = ipaddress.ip_address(allocation["address"])
+        assert (allocation["container"], allocation["ifname"]) == (None, None)
+        assert allocation["subnet"] == subnet_of[address.version]
+    assert listed["cursors"] == {SUBNETS[name][CURSOR_FAMILY[key]]: address
+                                 for key, address in go_cursors(dump).items()}
+    assert unchanged(bolt_path, name) and bolt_path.stat().st_mtime_ns == mtime
+    check = run_db(plugin, ["check"])
+    assert check.code == 0 and f"sound, {len(holders)} allocation(s)" in check.stdout, check
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_add_continues_after_the_imported_cursor_and_skips_imported_addresses(plugin, go_store, name):
+    dump = fixture(name)[1]["dump"]
+    imported(plugin, go_store(name), SUBNETS[name])
+    taken = set(go_holders(dump))
+    subnet = SUBNETS[name]["ipv4-subnet"]
+    cursor = go_cursors(dump)["lastKnownIP"]
+    for number in range(12):
+        expected = next_free(subnet, cursor, taken)
+        assert add_address(plugin, {"ipv4-subnet": subnet, "id": f"new-{number}"}) == expected
+        taken.add(expected)
+        cursor = expected
+    held = {a["address"]: a["id"] for a in listing(plugin)["allocations"]}
+    assert {address: held[address] for address in go_holders(dump)} == go_holders(dump)
+
+
+def test_ipv4_basic_after_import_goes_on_as_the_go_plugin_would(plugin, go_store):
+    imported(plugin, go_store("ipv4-basic"), SUBNETS["ipv4-basic"])
+    # Go left: .2 c1, .10 c3, .11 (no id); .3 released last (the cursor), so reused last.
+    got = [add_address(plugin, {"ipv4-subnet": "10.0.0.0/24", "id": f"n{n}"}) for n in range(8)]
+    assert got == ["10.0.0.4", "10.0.0.5", "10.0.0.6", "10.0.0.7", "10.0.0.8", "10.0.0.9", "10.0.0.12",
+                   "10.0.0.13"]
+
+
+def test_dual_stack_add_after_import(plugin, go_store):
+    imported(plugin, go_store("dual-stack"), SUBNETS["dual-stack"])
+    assert add_addresses(plugin, {**SUBNETS["dual-stack"], "id": "d4"}) == ["10.0.0.5/24", "2001:db8::6/64"]
+
+
+@pytest.mark.parametrize("name, holder", [("ipv4-basic", "c1"), ("dual-stack", "d1"),
+                                          ("ecs-link-local-1000",
+                                           "arn:aws:ecs:us-west-2:123456789012:task/cluster/0000000000000000000000000000002b")])
+def test_del_by_id_releases_an_imported_address(plugin, go_store, name, holder):
+    dump = fixture(name)[1]["dump"]
+    imported(plugin, go_store(name), SUBNETS[name])
+    held_by_holder = {address for address, held in go_holders(dump).items() if held == holder}
+    assert held_by_holder
+    delete(plugin, {**SUBNETS[name], "id": holder})
+    left = {a["address"]: a["id"] for a in listing(plugin)["allocations"]}
+    assert left == {address: held for address, held in go_holders(dump).items() if held != holder}
+
+
+def test_del_of_the_address_held_without_an_id(plugin, go_store):
+    imported(plugin, go_store("ipv4-basic"), SUBNETS["ipv4-basic"])
+    delete(plugin, {"ipv4-subnet": "10.0.0.0/24", "ipv4-address": "10.0.0.11/24"})
+    assert "10.0.0.11" not in {a["address"] for a in listing(plugin)["allocations"]}
+
+
+def test_an_imported_address_is_refused_to_a_static_add(plugin, go_store):
+    imported(plugin, go_store("ipv4-basic"), SUBNETS["ipv4-basic"])
+    outcome = plugin.run("ADD", netconf({"ipv4-subnet": "10.0.0.0/24", "ipv4-address": "10.0.0.10/24", "id": "x"}))
+    failed(outcome, 100, "10.0.0.10", "'c3'")
+
+
+def test_a_conflict_refuses_with_nothing_written(plugin, go_store):
+    add_address(plugin, {"ipv4-subnet": "10.0.0.0/24", "ipv4-address": "10.0.0.10/24", "id": "mine"})
+    before = store_files(plugin)
+    bolt_path = go_store("ipv4-basic")
+    outcome = import_bolt(plugin, bolt_path, SUBNETS["ipv4-basic"])
+    assert outcome.code == 1 and "10.0.0.10" in outcome.stderr and "nothing was imported" in outcome.stderr, outcome
+    assert outcome.stdout == ""
+    assert store_files(plugin) == before
+    assert unchanged(bolt_path, "ipv4-basic")
+
+
+def test_a_missing_subnet_flag_refuses_with_nothing_written(plugin, go_store):
+    bolt_path = go_store("dual-stack")
+    outcome = import_bolt(plugin, bolt_path, {"ipv4-subnet": "10.0.0.0/24"})
+    assert outcome.code == 1 and "--ipv6-subnet" in outcome.stderr and "2001:db8::2" in outcome.stderr, outcome
+    assert store_files(plugin) == {}
+    assert unchanged(bolt_path, "dual-stack")
+
+
+def test_a_wrong_subnet_refuses_with_nothing_written(plugin, go_store):
+    bolt_path = go_store("ecs-link-local-1000")
+    outcome = import_bolt(plugin, bolt_path, {"ipv4-subnet": "169.254.172.0/23"})
+    assert outcome.code == 1 and "169.254.174.0" in outcome.stderr and "169.254.172.0/23" in outcome.stderr, outcome
+    assert store_files(plugin) == {}
+
+
+def test_a_subnet_flag_of_the_wrong_family_is_a_usage_error(plugin, go_store):
+    outcome = import_bolt(plugin, go_store("ipv4-basic"), {"ipv4-subnet": "2001:db8::/64"})
+    assert outcome.code == 2 and "--ipv4-subnet" in outcome.stderr and "IPv4" in outcome.stderr, outcome
+
+
+def test_a_damaged_bolt_file_is_refused_by_name(plugin, tmp_path):
+    bolt_path = tmp_path / "eni-ipam.db"
+    bolt_path.write_bytes(fixture("ecs-link-local-1000")[0].read_bytes()[:20 * 4096])
+    outcome = import_bolt(plugin, bolt_path, SUBNETS["ecs-link-local-1000"])
+    assert outcome.code == 1 and str(bolt_path) in outcome.stderr and "truncated" in outcome.stderr, outcome
+    assert store_files(plugin) == {}
+
+
+def test_importing_the_store_path_itself_is_refused(plugin):
+    plugin.db_path.parent.mkdir(parents=True)
+    shutil.copyfile(fixture("ipv4-basic")[0], plugin.db_path)
+    outcome = import_bolt(plugin, plugin.db_path, SUBNETS["ipv4-basic"])
+    assert outcome.code == 1 and "move the Go plugin's file away first" in outcome.stderr, outcome
+    assert plugin.db_path.read_bytes() == fixture("ipv4-basic")[0].read_bytes()
+
+
+def test_the_import_waits_for_the_stores_lock(plugin, go_store):
+    plugin.db_path.parent.mkdir(parents=True)
+    with open(f"{plugin.db_path}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        outcome = import_bolt(plugin, go_store("ipv4-basic"), SUBNETS["ipv4-basic"],
+                              env={"IPAM_DB_CONNECTION_TIMEOUT": "200ms"})
+    assert outcome.code == 1 and "timed out" in outcome.stderr, outcome
+    assert store_files(plugin) == {}
+
+
+def test_the_migration_the_refusal_message_describes(plugin, tmp_path):
+    """The plugin meets the Go file at its path, says what to do, and the steps work."""
+    plugin.db_path.parent.mkdir(parents=True)
+    shutil.copyfile(fixture("ecs-link-local-1000")[0], plugin.db_path)
+    conf = {"ipv4-subnet": "169.254.172.0/22", "ipv4-gateway": "169.254.172.1", "id": "task-new"}
+    error = failed(plugin.run("ADD", netconf(conf)), 5, str(plugin.db_path), "BoltDB", "move it away",
+                   "ecs-ipam db import-bolt OLD_FILE --ipv4-subnet", "IPAM_DB_PATH")
+    old = tmp_path / "eni-ipam.db.bolt"
+    plugin.db_path.rename(old)
+    outcome = run_db(plugin, ["--db", str(plugin.db_path), "import-bolt", str(old), "--ipv4-subnet", "169.254.172.0/22"],
+                     env={"IPAM_DB_PATH": "/nonexistent/x.db"})
+    assert outcome.code == 0, (outcome, error)
+    assert "857 in 169.254.172.0/22" in outcome.stdout
+    assert "cursor of 169.254.172.0/22: 169.254.175.228 (the Go plugin's lastKnownIP)" in outcome.stdout
+    assert "skipped gateway(s) 169.254.172.1" in outcome.stdout
+    assert add_address(plugin, conf) == "169.254.175.234"
