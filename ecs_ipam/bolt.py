@@ -42,6 +42,8 @@ _BUCKET_ELEMENT = 0x01
 
 # When the first meta page is bad it gives no page size, and the second is looked for at each of these.
 _PAGE_SIZES = tuple(1024 << shift for shift in range(7))  # 1 KiB .. 64 KiB
+# A B+tree of millions of keys is a few pages deep; a deeper one is a damaged file, not a bigger one.
+_MAX_DEPTH = 64
 _GDBM_MAGICS = {0x13579ACD, 0x13579ACE, 0x13579ACF, 0x13579AD0, 0x13579AD1}
 
 
@@ -109,14 +111,16 @@ class _Reader:
                                "the Go ecs-ipam plugin never writes one")
             yield key, value
 
-    def _elements(self, page_id, where):
+    def _elements(self, page_id, where, depth=0):
         """The leaf elements (flags, key, value) of the tree rooted at page_id, in key order."""
+        if depth > _MAX_DEPTH:
+            raise _damaged(self.path, f"{where} is a tree deeper than {_MAX_DEPTH} pages, at page {page_id}")
         flags, page = self._page(page_id, where)
         if flags & _LEAF_PAGE:
             yield from _leaf_elements(page, f"page {page_id}", self.path)
         elif flags & _BRANCH_PAGE:
             for child in _branch_children(page, f"page {page_id}", self.path):
-                yield from self._elements(child, where)
+                yield from self._elements(child, where, depth + 1)
         else:
             raise _damaged(self.path, f"page {page_id} of {where} has flags {flags:#x}, not a branch or leaf page")
 

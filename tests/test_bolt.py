@@ -284,3 +284,12 @@ def test_an_element_outside_its_page(tmp_path):
     page[16 + 12:16 + 16] = struct.pack("<I", 100000)  # vsize
     bolt.pages[3] = bytes(page)
     refused(bolt.write(tmp_path / "long.db", 2), "an element of page 3")
+
+
+def test_a_chain_of_branch_pages_deeper_than_any_real_tree(tmp_path):
+    bolt = Bolt(page_size=1024)
+    bolt.leaf(2, [(b"IPAM", bucket_value(3), 1)])
+    for page_id in range(3, 200):
+        bolt.branch(page_id, [(b"a", page_id + 1)])
+    bolt.leaf(200, [(b"a", b"0")])
+    refused(bolt.write(tmp_path / "deep.db", 2), "deeper than 64 pages")
