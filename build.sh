@@ -56,6 +56,15 @@ sys.exit(shiv.__version__ != sys.argv[1])' "${SHIV_REQUIREMENT#shiv==}" >/dev/nu
         "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "$SHIV_REQUIREMENT" "${TEST_REQUIREMENTS[@]}" \
             || die "could not install $SHIV_REQUIREMENT ${TEST_REQUIREMENTS[*]} from PyPI into $VENV"
     fi
+    # The package itself, editable, so that tests may run `.venv/bin/python -c 'import ecs_ipam'` anywhere.
+    local here=$PWD
+    if ! (cd / && "$here/$VENV/bin/python" -c '
+import sys, ecs_ipam
+sys.exit(not ecs_ipam.__file__.startswith(sys.argv[1]))' "$here/ecs_ipam/") >/dev/null 2>&1; then
+        say "build.sh: installing this checkout into $VENV (editable)"
+        "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e . \
+            || die "could not install this checkout into $VENV (pip install -e .)"
+    fi
 }
 
 build() {
