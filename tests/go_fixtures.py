@@ -1,15 +1,12 @@
-"""The Go plugin's stores (shared/fixtures/go-plugin-boltdb): where they are, and their dumps read back."""
+"""The Go plugin's stores (tests/fixtures/go-plugin-boltdb): where they are, and their dumps read back."""
 
 import ast
 import json
 import re
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-# shared/ sits beside the checkout (on a developer's machine, /work/shared beside /work/main).
-FIXTURES = next((d for d in (ROOT.parent / "shared" / "fixtures" / "go-plugin-boltdb",
-                             Path("/work/shared/fixtures/go-plugin-boltdb")) if d.is_dir()),
-                Path("/work/shared/fixtures/go-plugin-boltdb"))
+# Copied from the project's shared fixtures, so that a bare checkout (CI) has them.
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "go-plugin-boltdb"
 NAMES = ["ipv4-basic", "dual-stack", "ecs-link-local-1000"]
 _HEADER = 'bucket "IPAM"'
 _QUOTED = r'"((?:[^"\\]|\\.)*)"'

@@ -16,7 +16,7 @@ from e2e_support import (ALL_VERSIONS, DUAL, V4, V6, add, add_address, failed, h
                          netconf, silent_success, store_files, succeeded)
 
 SUPPORTED = list(ALL_VERSIONS)
-BOLT_FIXTURE = Path("/work/shared/fixtures/go-plugin-boltdb/ipv4-basic.db")
+BOLT_FIXTURE = Path(__file__).resolve().parent / "fixtures" / "go-plugin-boltdb" / "ipv4-basic.db"
 NO_GDBM_PYTHON = Path("/root/.pyenv/versions/3.11.7/bin/python3")
 SOURCE = Path(__file__).resolve().parent.parent
 

@@ -1,6 +1,6 @@
 """End to end: replay what the Go plugin was run through and compare results and final holdings with it.
 
-The fixtures (shared/fixtures/go-plugin-boltdb/NAME.json) hold each step the Go plugin ran (command,
+The fixtures (tests/fixtures/go-plugin-boltdb/NAME.json, copied from the shared fixtures) hold each step the Go plugin ran (command,
 ipam section, the result it printed) and a dump of its store afterwards. We are a drop-in replacement,
 so the same steps must hand out the same addresses and leave the same holders. Two deliberate
 differences (BEHAVIOUR.md section 2): a route without gw gets the family's gateway, and dst is printed
@@ -16,7 +16,7 @@ import pytest
 
 from e2e_support import held_addresses, netconf, silent_success, succeeded
 
-FIXTURES = Path("/work/shared/fixtures/go-plugin-boltdb")
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "go-plugin-boltdb"
 NAMES = ["ipv4-basic", "dual-stack", "ecs-link-local-1000"]
 DUMP_KEY = re.compile(r'^\s*key="([^"]*)" idx=\d+ value="([^"]*)"$')
 

@@ -1,6 +1,6 @@
 """End to end: `ecs-ipam db import-bolt` carries the Go plugin's store over, and the plugin goes on from it.
 
-Each fixture (shared/fixtures/go-plugin-boltdb) is a store the Go plugin left; its `dump` says
+Each fixture (tests/fixtures/go-plugin-boltdb) is a store the Go plugin left; its `dump` says
 who holds what. After the import, `db list` must show exactly those holders, ADD must continue
 after the Go plugin's cursor without handing out an imported address, and DEL by id must release
 what the id held there. The bolt file is only ever read.

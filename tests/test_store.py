@@ -4,6 +4,7 @@ import dbm.gnu
 import ipaddress
 import os
 import stat
+from pathlib import Path
 
 import pytest
 
@@ -95,8 +96,7 @@ def test_read_only_session_creates_nothing(tmp_path):
 
 def test_foreign_file_is_refused_and_left_alone(tmp_path):
     path = tmp_path / "ipam.db"
-    bolt = open("/work/shared/fixtures/go-plugin-boltdb/ipv4-basic.db", "rb").read() if os.path.exists(
-        "/work/shared/fixtures/go-plugin-boltdb/ipv4-basic.db") else b"\0" * 16 + b"\xed\xda\x0c\xed" + b"\0" * 4076
+    bolt = (Path(__file__).resolve().parent / "fixtures" / "go-plugin-boltdb" / "ipv4-basic.db").read_bytes()
     path.write_bytes(bolt)
     with pytest.raises(CNIError) as caught:
         with open_store(str(path), 5) as store:
