@@ -53,10 +53,11 @@
           dontConfigure = true;
           dontBuild = true;
           doCheck = true;
-          # Tests that need root, git or nix skip themselves in the build sandbox.
+          # Tests that need root, git or nix skip themselves in the build sandbox. PYTHONPATH lets
+          # the Python processes that tests start import ecs_ipam from the source, as .venv does.
           checkPhase = ''
             runHook preCheck
-            export HOME=$TMPDIR
+            export HOME=$TMPDIR PYTHONPATH=$PWD''${PYTHONPATH:+:$PYTHONPATH}
             ECS_IPAM_ARTIFACT=${self.packages.${system}.default}/bin/ecs-ipam \
               python3 -m pytest -p no:cacheprovider tests
             runHook postCheck
