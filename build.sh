@@ -129,6 +129,6 @@ case "${1:-build}" in
     test) shift; run_tests "$@" ;;
     demo) demo ;;
     bench) build; shift; "$VENV/bin/python" benchmarks/startup.py "$@" ;;
-    -h | --help | help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//' ;;
+    -h | --help | help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//' ;;
     *) say "usage: ./build.sh [build|test|demo|bench|help]"; exit 2 ;;
 esac
