@@ -1,7 +1,6 @@
 """`pip install .` gives a working ecs-ipam command, without the zipapp."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path

@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -52,8 +53,6 @@ def test_two_builds_of_one_commit_are_identical(clone_head):
 
 
 def test_the_build_is_stamped_with_the_commit(clone_head):
-    import zipfile
-
     checkout = clone_head("c")
     build(checkout, umask=0o022, tz="UTC")
     with zipfile.ZipFile(checkout / "dist" / "ecs-ipam") as archive:

@@ -44,6 +44,8 @@ class PackError(Exception):
 
 def git(*args):
     """Output of a git command in the repo, or None when git or the checkout is missing."""
+    if not (REPO / ".git").exists():
+        return None  # not a checkout of its own (a source archive, the Nix build): no enclosing repo's answer
     try:
         proc = subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True)
     except FileNotFoundError:
