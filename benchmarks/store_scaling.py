@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/store_scaling.py [--runs N] [--sizes 0,1000,10000,60000]
 
 Each cell is the median wall time of N separate plugin processes, as a runtime starts
-them. ecs-ipam's store is pre-filled in this process through ecs_ipam.store (one
+them. ecs-ipam's store is pre-filled in this process through ecs_ipam.disk (one
 transaction, so it starts as a bare snapshot) in 10.0.0.0/8; host-local's dataDir is
 pre-filled with one file per address, as it writes them. "ADD+compact" is an ADD whose
 commit is the COMPACT_AFTER-th journal record, so it also folds the journal into a new
@@ -31,8 +31,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from ecs_ipam import store as store_module  # noqa: E402
-from ecs_ipam.store import Allocation, open_store  # noqa: E402
+from ecs_ipam import disk  # noqa: E402
+from ecs_ipam.disk import open_store  # noqa: E402
+from ecs_ipam.store import Allocation  # noqa: E402
 
 SUBNET = ipaddress.ip_network("10.0.0.0/8")
 GATEWAY = SUBNET.network_address + 1
@@ -131,7 +132,7 @@ class EcsStore:
 
     def to_compaction(self):
         """How many commits bring the journal to one short of a compaction."""
-        return store_module.COMPACT_AFTER - 1 - journal_records(self.db_path)
+        return disk.COMPACT_AFTER - 1 - journal_records(self.db_path)
 
 
 # --- host-local ------------------------------------------------------------------------------
@@ -213,7 +214,7 @@ def main():
         shutil.rmtree(work, ignore_errors=True)
 
     print(f"ecs-ipam store scaling: median wall ms of {args.runs} processes per cell "
-          f"({args.compactions} for ADD+compact); COMPACT_AFTER={store_module.COMPACT_AFTER}")
+          f"({args.compactions} for ADD+compact); COMPACT_AFTER={disk.COMPACT_AFTER}")
     print("in-process: one store session that commits, without a process start "
           "(+compact: the commit that also compacts)")
     print(f"ecs-ipam: {args.artifact}; host-local: {args.host_local}")

@@ -58,7 +58,7 @@ def respond(environ, read_stdin, warn):
         timeout = parse_duration("IPAM_DB_CONNECTION_TIMEOUT", environ.get("IPAM_DB_CONNECTION_TIMEOUT"))
 
         def session(writable=True):
-            from ecs_ipam.store import open_store
+            from ecs_ipam.disk import open_store
 
             return open_store(path, timeout, writable)
 
@@ -102,7 +102,7 @@ def _env_text(environ, name):
 
 
 def _store_default():
-    from ecs_ipam.store import DEFAULT_PATH
+    from ecs_ipam.disk import DEFAULT_PATH
 
     return DEFAULT_PATH
 

@@ -8,7 +8,7 @@ import sys
 import time
 
 from ecs_ipam.errors import ADDRESS_IN_USE, INVALID_CONFIG, CNIError
-from ecs_ipam.store import DEFAULT_PATH, open_store
+from ecs_ipam.disk import DEFAULT_PATH, open_store
 
 
 def main(argv, environ):

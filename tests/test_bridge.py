@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from conftest import Outcome
-from ecs_ipam.store import open_store
+from ecs_ipam.disk import open_store
 
 BRIDGE = Path("/usr/lib/cni/bridge")
 V4 = "169.254.172.0/22"

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from conftest import Outcome
-from ecs_ipam.store import COMPACT_AFTER, open_store
+from ecs_ipam.disk import COMPACT_AFTER, open_store
 
 SUBNET = "169.254.172.0/22"
 CONFIG = {"cniVersion": "1.0.0", "name": "ecsnet", "type": "bridge",

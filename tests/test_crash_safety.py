@@ -22,11 +22,11 @@ import time
 
 import pytest
 
-import ecs_ipam.store as store_module
+import ecs_ipam.disk as disk_module
 from conftest import Outcome
 from ecs_ipam import cli
 from ecs_ipam.errors import CNIError
-from ecs_ipam.store import COMPACT_AFTER, open_store
+from ecs_ipam.disk import COMPACT_AFTER, open_store
 
 V4 = "169.254.172.0/22"
 V6 = "fd00:ec2::/64"
@@ -90,7 +90,7 @@ def db(tmp_path):
 @pytest.fixture
 def small_compaction(monkeypatch):
     """Compact after 5 commits in this process (the threshold is read at each commit)."""
-    monkeypatch.setattr(store_module, "COMPACT_AFTER", 5)
+    monkeypatch.setattr(disk_module, "COMPACT_AFTER", 5)
     return 5
 
 
@@ -535,7 +535,7 @@ def test_failed_compaction_does_not_fail_the_commit_the_journal_already_holds(db
     # DEL too; and once the disk has room again the next commit compacts.
     delete(db, "id-0")
     monkeypatch.undo()
-    monkeypatch.setattr(store_module, "COMPACT_AFTER", small_compaction)
+    monkeypatch.setattr(disk_module, "COMPACT_AFTER", small_compaction)
     add(db, "after")
     assert not journal_path(db).exists()
     held = [a[0] for a in state(db)[0]]
@@ -610,7 +610,7 @@ def test_journal_appends_and_compactions_fsync_in_the_right_order(db, small_comp
     synced = ops.index("fsync", journal, write)
     ops.index("fsync", db.parent, synced)  # the journal's name is durable too
     monkeypatch.undo()
-    monkeypatch.setattr(store_module, "COMPACT_AFTER", small_compaction)
+    monkeypatch.setattr(disk_module, "COMPACT_AFTER", small_compaction)
 
     for n in range(small_compaction - 2):
         add(db, f"id-{n}")

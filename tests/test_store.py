@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from ecs_ipam import store as store_module
+from ecs_ipam import disk
 from ecs_ipam.errors import CNIError
-from ecs_ipam.store import Allocation, MemoryTables, Store, open_store
+from ecs_ipam.disk import open_store
+from ecs_ipam.store import Allocation, MemoryTables, Store
 
 SUBNET = ipaddress.ip_network("10.0.0.0/24")
 
@@ -74,7 +75,7 @@ def test_an_exception_discards_the_session(tmp_path):
 
 
 def test_compaction_folds_the_journal_into_the_snapshot(tmp_path, monkeypatch):
-    monkeypatch.setattr(store_module, "COMPACT_AFTER", 3)
+    monkeypatch.setattr(disk, "COMPACT_AFTER", 3)
     path = str(tmp_path / "ipam.db")
     for octet in range(2, 9):
         with open_store(path, 5) as store:
