@@ -1,9 +1,9 @@
 """Parses the network config on stdin into validated, typed values (pure: no files, no environment)."""
 
 import ipaddress
-import json
 from collections import namedtuple
 
+from ecs_ipam import jsontext
 from ecs_ipam.errors import DECODE_FAILURE, INCOMPATIBLE_VERSION, CNIError, config_error
 from ecs_ipam.versions import DEFAULT, require_supported
 
@@ -28,7 +28,7 @@ KNOWN_IPAM_KEYS = frozenset(
 def decode(text):
     """The config document: a JSON object, else code 6."""
     try:
-        doc = json.loads(text)
+        doc = jsontext.loads(text)
     except (ValueError, RecursionError) as err:  # RecursionError: nested too deep to decode
         raise CNIError(DECODE_FAILURE, "failed to decode network config: invalid JSON", str(err))
     if not isinstance(doc, dict):
@@ -258,4 +258,4 @@ def _example(version):
 
 
 def _show(value):
-    return json.dumps(value)
+    return jsontext.dumps(value)

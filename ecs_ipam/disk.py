@@ -25,10 +25,10 @@ All access, reads included, holds an exclusive fcntl lock on ``PATH.lock``.
 
 import errno
 import fcntl
-import json
 import os
 import zlib
 
+from ecs_ipam import jsontext
 from ecs_ipam.errors import IO_FAILURE, TRY_AGAIN_LATER, CNIError
 from ecs_ipam.store import LAYOUT, LAYOUT_KEY, MemoryTables, Store
 
@@ -386,7 +386,7 @@ def _fsync_directory(path):
 
 
 def _encode_record(changes):
-    payload = json.dumps(sorted(changes.items()), separators=(",", ":")).encode()
+    payload = jsontext.dumps(sorted(changes.items())).encode()
     return b"%08x %s\n" % (zlib.crc32(payload), payload)
 
 
@@ -396,7 +396,7 @@ def _decode_record(line):
     try:
         if int(checksum, 16) != zlib.crc32(payload):
             return None
-        return {key: value for key, value in json.loads(payload)}
+        return {key: value for key, value in jsontext.loads(payload.decode())}
     except (ValueError, TypeError):
         return None
 

@@ -4,8 +4,9 @@ The table is the disk store of ecs_ipam.disk in the plugin, or MemoryTables in t
 """
 
 import ipaddress
-import json
 from collections import namedtuple
+
+from ecs_ipam import jsontext
 
 LAYOUT = "1"  # the version of the key layout below
 LAYOUT_KEY = "layout"
@@ -34,7 +35,7 @@ class Store:
         key = str(allocation.address)
         record = {"id": allocation.id, "container": allocation.container, "ifname": allocation.ifname,
                   "subnet": str(allocation.subnet), "allocated_at": allocation.allocated_at}
-        self._tables.put(_ADDRESS + key, json.dumps(record))
+        self._tables.put(_ADDRESS + key, jsontext.dumps(record))
         if allocation.id is not None:
             self._add_to_index(_BY_ID + allocation.id, key)
         if allocation.container is not None:
@@ -102,7 +103,7 @@ class Store:
                         expected.setdefault(prefix + owner, set()).add(str(allocation.address))
             elif key.startswith((_BY_ID, _BY_CONTAINER)):
                 try:
-                    listed[key] = set(json.loads(value))
+                    listed[key] = set(jsontext.loads(value))
                 except (ValueError, TypeError) as err:
                     problems.append(f"index {key!r} is unreadable: {err!r}")
             elif key.startswith(_CURSOR):
@@ -120,26 +121,26 @@ class Store:
 
     def _indexed(self, key):
         value = self._tables.get(key)
-        held = [self.holder(ipaddress.ip_address(text)) for text in (json.loads(value) if value else [])]
+        held = [self.holder(ipaddress.ip_address(text)) for text in (jsontext.loads(value) if value else [])]
         return [a for a in held if a is not None]
 
     def _add_to_index(self, key, address_text):
         value = self._tables.get(key)
-        listed = json.loads(value) if value else []
+        listed = jsontext.loads(value) if value else []
         if address_text not in listed:
-            self._tables.put(key, json.dumps(listed + [address_text]))
+            self._tables.put(key, jsontext.dumps(listed + [address_text]))
 
     def _remove_from_index(self, key, address_text):
         value = self._tables.get(key)
-        listed = [text for text in (json.loads(value) if value else []) if text != address_text]
+        listed = [text for text in (jsontext.loads(value) if value else []) if text != address_text]
         if listed:
-            self._tables.put(key, json.dumps(listed))
+            self._tables.put(key, jsontext.dumps(listed))
         else:
             self._tables.delete(key)
 
 
 def _decode_allocation(address, value):
-    record = json.loads(value)
+    record = jsontext.loads(value)
     return Allocation(address, record["id"], record["container"], record["ifname"],
                       ipaddress.ip_network(record["subnet"]), record["allocated_at"])
 
