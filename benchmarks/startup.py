@@ -26,14 +26,18 @@ import zipfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-IMPORTS = "import json, ipaddress, fcntl, dbm.gnu"
+# What an ADD imports beyond the interpreter's own start (ecs_ipam.jsontext, store and disk say why
+# _json and _gdbm rather than json and dbm.gnu), and the reference set of imports.
+IMPORTS = "import _json, ipaddress, fcntl, _gdbm, zlib"
+REFERENCE_IMPORTS = "import json, ipaddress, fcntl, dbm.gnu"
 ECS_CONFIG = {
     "cniVersion": "1.0.0", "name": "bench", "type": "ecs-bridge",
     "ipam": {"type": "ecs-ipam", "ipv4-subnet": "169.254.172.0/22", "ipv4-routes": [{"dst": "169.254.170.2/32"}]},
 }
 LABELS = {
     "interpreter": "bare interpreter (`python3 -I -S -c pass`)",
-    "imports": f"+ `{IMPORTS}`",
+    "reference-imports": f"+ `{REFERENCE_IMPORTS}`",
+    "imports": f"+ `{IMPORTS}` (what an ADD imports)",
     "direct": "ecs-ipam ADD from the unpacked package, no zipapp",
     "zipapp": "ecs-ipam ADD, a bare zipapp whose `__main__` only imports it",
     "launcher": "**ecs-ipam ADD, the shipped file (launcher)**",
@@ -86,6 +90,7 @@ def cases(work, python, artifact, host_local):
     unpacked = work / "unpacked"
     table = {
         "interpreter": Case([python, "-I", "-S", "-c", "pass"], empty),
+        "reference-imports": Case([python, "-I", "-S", "-c", REFERENCE_IMPORTS], empty),
         "imports": Case([python, "-I", "-S", "-c", IMPORTS], empty),
         "direct": Case([python, "-I", "-S", "-c",
                         "import sys; sys.path.insert(0, sys.argv.pop(1)); from ecs_ipam.cli import main; main()",
