@@ -171,7 +171,7 @@ def _subcommand(argv):
     if argv == ["--version"]:
         from ecs_ipam import version
 
-        _write({"version": version.VERSION, "dirty": False,
+        _write({"version": version.VERSION, "dirty": version.DIRTY,
                 "gitShortHash": version.GIT_SHORT_HASH, "built": version.BUILT})
         return 0
     if argv == ["--capabilities"]:

@@ -28,6 +28,8 @@ class Plugin:
 
     def run(self, command, config=None, stdin=None, env=None, args=(), timeout=30):
         environ = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "IPAM_DB_PATH": str(self.db_path)}
+        if "SHIV_ROOT" in os.environ:  # where the artifact unpacks, for a run that is not root's
+            environ["SHIV_ROOT"] = os.environ["SHIV_ROOT"]
         if command is not None:
             environ["CNI_COMMAND"] = command
             environ.setdefault("CNI_IFNAME", "eth0")
