@@ -60,5 +60,6 @@ def test_the_build_is_stamped_with_the_commit(clone_head):
     commit_time = int(git("log", "-1", "--format=%ct", cwd=checkout))
     assert f"GIT_SHORT_HASH = '{git('rev-parse', '--short=7', 'HEAD', cwd=checkout)}'" in version_py
     assert f"BUILT = '{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(commit_time))}'" in version_py
+    assert "DIRTY = False" in version_py  # a clean clone of the commit
     # The working tree's own version.py is left as it is.
     assert "GIT_SHORT_HASH = \"\"" in (checkout / "ecs_ipam" / "version.py").read_text()
