@@ -1,9 +1,12 @@
 """build.sh and tools/pack.py tell the user what to install, and refuse a shebang that cannot work."""
 
+import json
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -44,3 +47,16 @@ def test_pack_refuses_an_interpreter_without_dbm_gnu(tmp_path):
     assert proc.returncode == 1
     assert f"{fake} has no dbm.gnu" in proc.stderr and "apt-get install python3-gdbm" in proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_readme_demo_command_works_as_written():
+    """The README's first command, `./build.sh demo`: ADD, list, DEL, list on a scratch store."""
+    if not (ROOT / ".venv" / "bin" / "python").exists():
+        pytest.skip("needs the .venv that ./build.sh makes (absent in the Nix check's sandbox)")
+    proc = subprocess.run(["./build.sh", "demo"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    added = next(line for line in proc.stdout.splitlines() if line.startswith('{"cniVersion"'))
+    assert json.loads(added)["ips"] == [{"address": "169.254.172.2/22", "gateway": "169.254.172.1"},
+                                        {"address": "fd00:ec2::2/64", "gateway": "fd00:ec2::1"}]
+    assert "2 allocation(s)" in proc.stdout and "0 allocation(s)" in proc.stdout
+    assert "Traceback" not in proc.stdout + proc.stderr
