@@ -9,6 +9,8 @@ from ecs_ipam.errors import (DECODE_FAILURE, INTERNAL_ERROR, INVALID_ENVIRONMENT
 from ecs_ipam.versions import NEWEST
 
 DEFAULT_TIMEOUT = 5.0
+# Go's time.Duration is int64 nanoseconds (about 292 years); the lock timer cannot take more either.
+LONGEST_TIMEOUT = (2**63 - 1) // 10**9
 USAGE = """\
 ecs-ipam is a CNI IPAM plugin: a runtime runs it with CNI_COMMAND (ADD, DEL, CHECK, VERSION, GC,
 STATUS) and friends in the environment and the network config on stdin.
@@ -87,6 +89,9 @@ def parse_duration(name, text):
     if seconds < 0 or seconds != seconds or seconds == float("inf"):
         raise CNIError(INVALID_ENVIRONMENT, f"{name} {text!r} must be a finite duration of 0 or more",
                        "0 waits for the lock without a limit")
+    if seconds > LONGEST_TIMEOUT:
+        raise CNIError(INVALID_ENVIRONMENT, f"{name} {text!r} is longer than a Go duration can be",
+                       f"at most {LONGEST_TIMEOUT}s (about 292 years); 0 waits for the lock without a limit")
     return seconds
 
 

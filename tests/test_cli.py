@@ -49,7 +49,8 @@ def test_go_durations(text, seconds):
     assert cli.parse_duration("T", text) == pytest.approx(seconds)
 
 
-@pytest.mark.parametrize("text", ["5x", "s", "-1s", "-3", "1s 2s", "nan", "inf", "5 s"])
+@pytest.mark.parametrize("text", ["5x", "s", "-1s", "-3", "1s 2s", "nan", "inf", "5 s",
+                                  "1e300", "2562048h", "9999999999999h"])  # beyond Go's int64 nanoseconds
 def test_bad_durations_are_code_4_naming_the_value(text):
     with pytest.raises(CNIError) as caught:
         cli.parse_duration("IPAM_DB_CONNECTION_TIMEOUT", text)
