@@ -258,4 +258,8 @@ def _example(version):
 
 
 def _show(value):
-    return jsontext.dumps(value)
+    """value as JSON for a message; a value nested deeper than the encoder recurses is named, not shown."""
+    try:
+        return jsontext.dumps(value)
+    except RecursionError:
+        return f"a JSON {'array' if isinstance(value, list) else 'object'} nested too deeply to show"

@@ -168,3 +168,16 @@ def test_attachments_accept_both_keys_and_check_shape():
         with pytest.raises(CNIError) as caught:
             config.parse_attachments(doc)
         assert caught.value.code == 7
+
+
+@pytest.mark.parametrize("depth", [400, 700])
+def test_deeply_nested_values_are_code_7_not_a_crash(depth):
+    # The decoder accepts nesting that a recursive encoder cannot show back in the message.
+    nested = config.decode('{"ipam": ' + "[" * depth + "]" * depth + "}")
+    with pytest.raises(CNIError) as caught:
+        config.parse_ipam(nested)
+    assert caught.value.code == 7 and "nested too deeply" in caught.value.details
+    routes = config.decode('{"ipam": {"ipv4-subnet": "10.0.0.0/24", "ipv4-routes": [' + "[" * depth + "]" * depth + "]}}")
+    with pytest.raises(CNIError) as caught:
+        config.parse_ipam(routes)
+    assert caught.value.code == 7 and "ipv4-routes[0]" in caught.value.msg
