@@ -198,6 +198,15 @@ def test_an_unwritable_extraction_root_is_a_cni_error(artifact):
     assert "SHIV_ROOT" in error["msg"] and "/proc/ecs-ipam" in error["msg"]
 
 
+def test_an_existing_root_that_refuses_the_unpacking_is_a_cni_error(artifact):
+    """The root exists (makedirs succeeds) but nothing can be created in it: no traceback either."""
+    proc = run(artifact, env={"SHIV_ROOT": "/proc", "CNI_COMMAND": "VERSION"})
+    assert b"Traceback" not in proc.stderr, proc.stderr
+    assert proc.returncode == 1, proc
+    error = json.loads(proc.stdout)
+    assert error["code"] == 5 and "/proc" in error["msg"], error
+
+
 class NamespaceOutcome:
     """What a script run by the namespace fixture left in its output directory."""
 

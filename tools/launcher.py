@@ -67,7 +67,13 @@ def main():
     os.environ["SHIV_ROOT"] = root
     import _bootstrap
 
-    _bootstrap.bootstrap()
+    try:
+        _bootstrap.bootstrap()
+    except OSError as err:
+        # An existing root can still refuse the unpacking: read-only, full, or not a real directory.
+        if os.path.isdir(site_packages):
+            raise  # it unpacked: the failure is not the unpacking's
+        sys.exit(unpack_failed(root, err))
 
 
 def unpack_failed(root, err):
