@@ -205,6 +205,10 @@ class _DiskTables:
         self._journal_exists = False
         self._read_journal()
         layout = self.get(LAYOUT_KEY)
+        if layout is None and self._base is not None:  # every snapshot ecs-ipam writes carries its layout
+            raise CNIError(IO_FAILURE, f"{path} is not an ecs-ipam store: it is a dbm.gnu file without "
+                                       f"ecs-ipam's {LAYOUT_KEY!r} key (another program's database?)",
+                           "ecs-ipam never writes to it; move it away or point IPAM_DB_PATH at another path")
         if layout is not None and layout != LAYOUT:
             raise CNIError(IO_FAILURE, f"store {path} has layout {layout!r}; this ecs-ipam reads layout {LAYOUT!r}",
                            "it was written by a newer ecs-ipam: use that version")

@@ -412,6 +412,21 @@ def test_other_non_gdbm_files_are_code_5(plugin, content):
     assert plugin.db_path.read_bytes() == content
 
 
+def test_another_programs_dbm_gnu_file_is_never_written(plugin):
+    import dbm.gnu
+
+    plugin.db_path.parent.mkdir(parents=True)
+    with dbm.gnu.open(str(plugin.db_path), "n") as foreign:
+        foreign[b"\xff\xfe"] = b"\xff"
+        foreign[b"s/10.0.0.0/24"] = b"not an address"
+    original = plugin.db_path.read_bytes()
+    for command in ("ADD", "DEL", "CHECK"):
+        failed(plugin.run(command, netconf({**V4, "id": "c1"})), 5, str(plugin.db_path), "not an ecs-ipam store")
+    listed = plugin.run(None, args=["db", "list", "--db", str(plugin.db_path)])
+    assert listed.code == 1 and "not an ecs-ipam store" in listed.stderr, listed
+    assert plugin.db_path.read_bytes() == original
+
+
 def test_parent_path_is_a_file_is_code_5(plugin, tmp_path):
     (tmp_path / "afile").write_text("x")
     db = tmp_path / "afile" / "ipam.db"
