@@ -225,7 +225,10 @@ class _DiskTables:
         self._pending[key] = None
 
     def keys(self):
-        present = set(k.decode() for k in self._base.keys()) if self._base is not None else set()
+        try:
+            present = set(k.decode() for k in self._base.keys()) if self._base is not None else set()
+        except UnicodeDecodeError as err:
+            raise self._damaged("it holds a key that is not UTF-8 text", err)
         for layer in (self._overlay, self._pending):
             for key, value in layer.items():
                 (present.add if value is not None else present.discard)(key)
@@ -258,6 +261,8 @@ class _DiskTables:
             return self._base[key.encode()].decode()
         except KeyError:
             return None
+        except (UnicodeDecodeError, self._gdbm.error) as err:
+            raise self._damaged(f"the value of {key!r} cannot be read", err)
 
     def compact(self):
         """Fold the journal into a new snapshot, then remove it (see the module docstring)."""
@@ -271,6 +276,10 @@ class _DiskTables:
         if self._base is not None:
             self._base.close()
             self._base = None
+
+    def _damaged(self, what, err):
+        return CNIError(IO_FAILURE, f"store {self.path} is damaged: {what}",
+                        f"{type(err).__name__}: {err}; restore it from a backup, or move it away")
 
     def _open_base(self):
         if not os.path.exists(self.path):

@@ -7,6 +7,7 @@ import ipaddress
 from collections import namedtuple
 
 from ecs_ipam import jsontext
+from ecs_ipam.errors import IO_FAILURE, CNIError
 
 LAYOUT = "1"  # the version of the key layout below
 LAYOUT_KEY = "layout"
@@ -28,8 +29,9 @@ class Store:
 
     def holder(self, address):
         """The allocation holding address, or None."""
-        record = self._tables.get(_ADDRESS + str(address))
-        return None if record is None else _decode_allocation(address, record)
+        key = _ADDRESS + str(address)
+        record = self._tables.get(key)
+        return None if record is None else _decoded(key, record, lambda value: _decode_allocation(address, value))
 
     def reserve(self, allocation):
         key = str(allocation.address)
@@ -65,15 +67,17 @@ class Store:
         return [a for a in held if ifname is None or a.ifname == ifname]
 
     def cursor(self, subnet):
-        value = self._tables.get(_CURSOR + str(subnet))
-        return None if value is None else ipaddress.ip_address(value)
+        key = _CURSOR + str(subnet)
+        value = self._tables.get(key)
+        return None if value is None else _decoded(key, value, ipaddress.ip_address)
 
     def set_cursor(self, subnet, address):
         self._tables.put(_CURSOR + str(subnet), str(address))
 
     def allocations(self):
         """Every allocation, in address order (IPv4 first)."""
-        found = [_decode_allocation(ipaddress.ip_address(key[len(_ADDRESS):]), self._tables.get(key))
+        found = [_decoded(key, self._tables.get(key),
+                          lambda value, key=key: _decode_allocation(ipaddress.ip_address(key[len(_ADDRESS):]), value))
                  for key in self._tables.keys() if key.startswith(_ADDRESS)]
         return sorted(found, key=lambda a: (a.address.version, a.address))
 
@@ -120,23 +124,35 @@ class Store:
         return problems
 
     def _indexed(self, key):
-        value = self._tables.get(key)
-        held = [self.holder(ipaddress.ip_address(text)) for text in (jsontext.loads(value) if value else [])]
+        held = [self.holder(address) for address in _decoded(key, self._tables.get(key), _address_list)]
         return [a for a in held if a is not None]
 
     def _add_to_index(self, key, address_text):
-        value = self._tables.get(key)
-        listed = jsontext.loads(value) if value else []
+        listed = [str(address) for address in _decoded(key, self._tables.get(key), _address_list)]
         if address_text not in listed:
             self._tables.put(key, jsontext.dumps(listed + [address_text]))
 
     def _remove_from_index(self, key, address_text):
-        value = self._tables.get(key)
-        listed = [text for text in (jsontext.loads(value) if value else []) if text != address_text]
+        listed = [str(address) for address in _decoded(key, self._tables.get(key), _address_list)
+                  if str(address) != address_text]
         if listed:
             self._tables.put(key, jsontext.dumps(listed))
         else:
             self._tables.delete(key)
+
+
+def _decoded(key, value, decode):
+    """decode(value), the value of key; code 5 naming the key when the store holds something unreadable there."""
+    try:
+        return decode(value)
+    except (ValueError, KeyError, TypeError) as err:
+        raise CNIError(IO_FAILURE, f"the store is damaged: {key!r} holds {value!r:.120}",
+                       f"{type(err).__name__}: {err}; `ecs-ipam db check` lists what is wrong")
+
+
+def _address_list(value):
+    """The addresses an index value lists (None: no index entry)."""
+    return [ipaddress.ip_address(text) for text in jsontext.loads(value)] if value else []
 
 
 def _decode_allocation(address, value):

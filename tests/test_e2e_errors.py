@@ -427,6 +427,27 @@ def test_another_programs_dbm_gnu_file_is_never_written(plugin):
     assert plugin.db_path.read_bytes() == original
 
 
+@pytest.mark.parametrize("key, value, command, holder, code", [
+    (b"s/10.0.0.0/24", b"not an address", "ADD", "c2", 5),
+    (b"s/10.0.0.0/24", b"\xff", "STATUS", "c2", 50),
+    (b"a/10.0.0.2", b"{not json", "DEL", "c1", 5),
+    (b"a/10.0.0.2", b'{"id": "c1"}', "GC", "c1", 5),
+    (b"i/c1", b'["10.0.0.2", "nonsense"]', "DEL", "c1", 5),
+    (b"\xff", b"a key not UTF-8", "GC", "c1", 5),
+])
+def test_a_damaged_store_is_code_5_not_a_crash(plugin, key, value, command, holder, code):
+    """Damage that gdbm does not notice (a bad sector, a stray write) is a store error, not a 999 or a traceback."""
+    import dbm.gnu
+
+    add(plugin, {**V4, "id": "c1"}, env={"CNI_CONTAINERID": "c1"})
+    with dbm.gnu.open(str(plugin.db_path), "w") as snapshot:
+        snapshot[key] = value
+    conf = netconf({**V4, "id": holder}, **{"cni.dev/valid-attachments": []})
+    failed(plugin.run(command, conf), code, "damaged")
+    assert plugin.run(None, args=["db", "list", "--json"]).code in (0, 1)  # Outcome fails on a traceback
+    assert plugin.run(None, args=["db", "check"]).code == 1
+
+
 def test_parent_path_is_a_file_is_code_5(plugin, tmp_path):
     (tmp_path / "afile").write_text("x")
     db = tmp_path / "afile" / "ipam.db"
