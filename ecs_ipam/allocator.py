@@ -4,7 +4,7 @@ import ipaddress
 
 from ecs_ipam.errors import ADDRESS_IN_USE, DUPLICATE_ID, SUBNET_EXHAUSTED, CNIError
 from ecs_ipam.result import IPConfig
-from ecs_ipam.store import Allocation
+from ecs_ipam.store import CHUNK_BITS, Allocation
 
 
 def host_range(subnet):
@@ -14,21 +14,43 @@ def host_range(subnet):
     return first, last
 
 
-def next_free(subnet, gateway, cursor, is_held):
+def next_free(subnet, gateway, cursor, held_bits):
     """The first free host address after cursor, wrapping around, the cursor itself last.
 
-    Never enumerates the subnet: each step either returns or passes an address that
-    is held (or the gateway), so the walk is bounded by the allocations, not the
-    subnet's size. Returns None when every host address but the gateway is held.
+    held_bits(block) gives the bitmap of the held addresses block * CHUNK_BITS onwards
+    (Store.held_bits). The walk never enumerates the subnet: each step returns, passes
+    the gateway, or passes the rest of a block, so its cost is bounded by the blocks that
+    are full, not by the subnet's size or the number of allocations. Returns None when
+    every host address but the gateway is held.
     """
     first, last = host_range(subnet)
-    size = last - first + 1
     start = int(cursor) + 1 if cursor is not None and first <= int(cursor) <= last else first
-    make = type(subnet.network_address)
-    for step in range(size):
-        address = make(first + (start - first + step) % size)
-        if address != gateway and not is_held(address):
-            return address
+    found = _first_free(start, last, int(gateway), held_bits)
+    if found is None:
+        found = _first_free(first, start - 1, int(gateway), held_bits)
+    return None if found is None else type(subnet.network_address)(found)
+
+
+def next_free_address(store, family):
+    """The address an automatic ADD of family would get from store now, or None when it is full."""
+    return next_free(family.subnet, family.gateway, store.cursor(family.subnet),
+                     lambda block: store.held_bits(family.version, block))
+
+
+def _first_free(low, high, gateway, held_bits):
+    """The lowest integer address in [low, high] that is neither held nor the gateway, or None."""
+    value = low
+    while value <= high:
+        block, bit = divmod(value, CHUNK_BITS)
+        held = held_bits(block) >> bit
+        candidate = value + ((held + 1) & ~held).bit_length() - 1  # the lowest clear bit
+        block_end = (block + 1) * CHUNK_BITS - 1
+        if candidate > min(high, block_end):
+            value = block_end + 1
+        elif candidate == gateway:
+            value = candidate + 1
+        else:
+            return candidate
     return None
 
 
@@ -50,7 +72,7 @@ def allocate(store, family, holder_id, container, ifname, now):
             raise CNIError(ADDRESS_IN_USE, f"address {address} is already held{owner}")
         interface = family.address
     else:
-        address = next_free(family.subnet, family.gateway, store.cursor(family.subnet), store.is_held)
+        address = next_free_address(store, family)
         if address is None:
             first, last = host_range(family.subnet)
             raise CNIError(SUBNET_EXHAUSTED, f"subnet {family.subnet} is exhausted",

@@ -113,8 +113,7 @@ def status(request):
     try:
         with request.session(writable=False) as store:
             for family in ipam.families:
-                if allocator.next_free(family.subnet, family.gateway, store.cursor(family.subnet),
-                                       store.is_held) is None:
+                if allocator.next_free_address(store, family) is None:
                     raise CNIError(NOT_AVAILABLE, f"subnet {family.subnet} is exhausted",
                                    "every address but the gateway is held")
     except CNIError as err:

@@ -19,6 +19,11 @@ _ADDRESS = "a/"  # a/<address> -> the allocation record
 _BY_ID = "i/"  # i/<id> -> JSON list of the addresses the id holds
 _BY_CONTAINER = "c/"  # c/<container id> -> JSON list of the addresses the container holds
 _CURSOR = "s/"  # s/<subnet> -> the last address allocated or released in it
+_HELD = "h/"  # h/<4|6>/<block> -> hex bitmap of the held addresses among CHUNK_BITS aligned ones
+# The bitmaps let the allocator pass a run of held addresses CHUNK_BITS at a time, so that an
+# ADD after a DEL (the cursor then sits on the released address, often far behind the others)
+# costs the blocks held after it, not every allocation: flat as the store fills.
+CHUNK_BITS = 1024
 
 
 class Store:
@@ -42,6 +47,7 @@ class Store:
             self._add_to_index(_BY_ID + allocation.id, key)
         if allocation.container is not None:
             self._add_to_index(_BY_CONTAINER + allocation.container, key)
+        self._mark(allocation.address, True)
         self.set_cursor(allocation.subnet, allocation.address)
 
     def release(self, address):
@@ -55,6 +61,7 @@ class Store:
             self._remove_from_index(_BY_ID + allocation.id, key)
         if allocation.container is not None:
             self._remove_from_index(_BY_CONTAINER + allocation.container, key)
+        self._mark(address, False)
         self.set_cursor(allocation.subnet, address)
         return allocation
 
@@ -89,11 +96,28 @@ class Store:
     def is_held(self, address):
         return self._tables.get(_ADDRESS + str(address)) is not None
 
+    def held_bits(self, version, block):
+        """Bit i is set when IPv<version> address block * CHUNK_BITS + i is held."""
+        key = f"{_HELD}{version}/{block}"
+        value = self._tables.get(key)
+        return 0 if value is None else _decoded(key, value, _bitmap)
+
+    def _mark(self, address, held):
+        block, bit = divmod(int(address), CHUNK_BITS)
+        bits = self.held_bits(address.version, block)
+        bits = bits | (1 << bit) if held else bits & ~(1 << bit)
+        key = f"{_HELD}{address.version}/{block}"
+        if bits:
+            self._tables.put(key, format(bits, "x"))
+        else:
+            self._tables.delete(key)
+
     def problems(self):
         """What is inconsistent in the store, as sentences; empty when it is sound."""
         problems = []
         expected = {}  # index key -> the addresses the records put in it
         listed = {}  # index key -> the addresses it lists
+        bitmaps = {}  # bitmap key -> (the bits the records give, the bits it holds)
         for key in self._tables.keys():
             value = self._tables.get(key)
             if key.startswith(_ADDRESS):
@@ -105,6 +129,14 @@ class Store:
                 for prefix, owner in ((_BY_ID, allocation.id), (_BY_CONTAINER, allocation.container)):
                     if owner is not None:
                         expected.setdefault(prefix + owner, set()).add(str(allocation.address))
+                block, bit = divmod(int(allocation.address), CHUNK_BITS)
+                entry = bitmaps.setdefault(f"{_HELD}{allocation.address.version}/{block}", [0, 0])
+                entry[0] |= 1 << bit
+            elif key.startswith(_HELD):
+                try:
+                    bitmaps.setdefault(key, [0, 0])[1] = _bitmap(value)
+                except ValueError as err:
+                    problems.append(f"bitmap {key!r} is unreadable: {err!r}")
             elif key.startswith((_BY_ID, _BY_CONTAINER)):
                 try:
                     listed[key] = set(jsontext.loads(value))
@@ -117,6 +149,10 @@ class Store:
                     problems.append(f"cursor {key!r} holds {value!r}, not an address")
             elif key != LAYOUT_KEY:
                 problems.append(f"unexpected key {key!r}")
+        for key, (given, held) in sorted(bitmaps.items()):
+            if given != held:
+                problems.append(f"bitmap {key!r} marks {format(held, 'x')!r}, "
+                                f"but the records give {format(given, 'x')!r}")
         for key in sorted(set(expected) | set(listed)):
             if expected.get(key, set()) != listed.get(key, set()):
                 problems.append(f"index {key!r} lists {sorted(listed.get(key, ()))}, "
@@ -148,6 +184,13 @@ def _decoded(key, value, decode):
     except (ValueError, KeyError, TypeError) as err:
         raise CNIError(IO_FAILURE, f"the store is damaged: {key!r} holds {value!r:.120}",
                        f"{type(err).__name__}: {err}; `ecs-ipam db check` lists what is wrong")
+
+
+def _bitmap(value):
+    bits = int(value, 16)
+    if bits < 0 or bits >> CHUNK_BITS:
+        raise ValueError(f"{value!r} is not a {CHUNK_BITS}-bit map")
+    return bits
 
 
 def _address_list(value):

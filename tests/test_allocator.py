@@ -6,7 +6,7 @@ import pytest
 
 from ecs_ipam import allocator, config
 from ecs_ipam.errors import CNIError
-from ecs_ipam.store import MemoryTables, Store
+from ecs_ipam.store import CHUNK_BITS, Allocation, MemoryTables, Store
 
 
 def family(**fields):
@@ -57,19 +57,52 @@ def test_ipv6_last_address_is_allocatable_and_wraps():
 
 
 def test_slash_64_and_slash_0_never_enumerate():
-    calls = []
+    blocks = []
 
-    def is_held(address):
-        calls.append(address)
-        return len(calls) < 4
+    def held_bits(block):
+        blocks.append(block)
+        return 0b1101  # ::0, ::2 and ::3 held in every block
 
     subnet = ipaddress.ip_network("::/0")
-    found = allocator.next_free(subnet, subnet.network_address + 1, None, is_held)
-    assert found == ipaddress.ip_address("::5") and len(calls) == 4
+    found = allocator.next_free(subnet, subnet.network_address + 1, None, held_bits)
+    assert found == ipaddress.ip_address("::4") and blocks == [0, 0]  # before and after the gateway
     top = ipaddress.ip_address("2001:db8::ffff:ffff:ffff:ffff")
     wide = ipaddress.ip_network("2001:db8::/64")
-    assert allocator.next_free(wide, wide.network_address + 1, top, lambda a: False) == ipaddress.ip_address(
+    assert allocator.next_free(wide, wide.network_address + 1, top, lambda block: 0) == ipaddress.ip_address(
         "2001:db8::2")
+
+
+def test_an_add_after_a_del_far_behind_passes_full_blocks_not_allocations():
+    """The cursor sits on a just-released address; what follows it is passed a block at a time."""
+    store = Store(MemoryTables())
+    subnet = ipaddress.ip_network("10.0.0.0/16")
+    fam = family(ipv4_subnet=str(subnet))
+    for value in range(int(subnet.network_address) + 2, int(subnet.network_address) + 20002):
+        store.reserve(Allocation(ipaddress.ip_address(value), None, None, None, subnet, 0))
+    store.release(ipaddress.ip_address("10.0.0.5"))
+    looked_up = []
+
+    def held_bits(block):
+        looked_up.append(block)
+        return store.held_bits(4, block)
+
+    found = allocator.next_free(subnet, fam.gateway, store.cursor(subnet), held_bits)
+    assert found == ipaddress.ip_address(int(subnet.network_address) + 20002)
+    assert len(looked_up) <= 20002 // CHUNK_BITS + 2
+    # Only once the rest is full does the walk come back round to the released address.
+    store.reserve(Allocation(found, None, None, None, subnet, 0))
+    for value in range(int(found) + 1, int(subnet.broadcast_address)):
+        store.reserve(Allocation(ipaddress.ip_address(value), None, None, None, subnet, 0))
+    assert allocator.next_free_address(store, fam) == ipaddress.ip_address("10.0.0.5")
+    store.reserve(Allocation(ipaddress.ip_address("10.0.0.5"), None, None, None, subnet, 0))
+    assert allocator.next_free_address(store, fam) is None
+
+
+def test_gateway_in_the_middle_of_a_free_block_is_skipped():
+    subnet = ipaddress.ip_network("10.0.0.0/24")
+    gateway = ipaddress.ip_address("10.0.0.7")
+    held = sum(1 << n for n in range(1, 7))  # .1 - .6
+    assert allocator.next_free(subnet, gateway, None, lambda block: held) == ipaddress.ip_address("10.0.0.8")
 
 
 def test_cursor_is_per_subnet():

@@ -42,8 +42,22 @@ def test_problems_finds_broken_indexes():
     store.reserve(allocation(2))
     tables.put("i/task", '["10.0.0.9"]')
     tables.put("junk", "x")
+    tables.put("h/4/9", "ff")
     found = " ".join(store.problems())
-    assert "i/task" in found and "10.0.0.9" in found and "junk" in found
+    assert "i/task" in found and "10.0.0.9" in found and "junk" in found and "h/4/9" in found
+
+
+def test_held_bitmaps_follow_reserve_and_release():
+    tables = MemoryTables()
+    store = Store(tables)
+    block = int(ipaddress.ip_address("10.0.0.2")) // 1024
+    store.reserve(allocation(2))
+    store.reserve(allocation(3, holder="other"))
+    assert store.held_bits(4, block) >> (int(ipaddress.ip_address("10.0.0.0")) % 1024) == 0b1100
+    store.release(ipaddress.ip_address("10.0.0.2"))
+    store.release(ipaddress.ip_address("10.0.0.3"))
+    assert store.held_bits(4, block) == 0 and not [k for k in tables.keys() if k.startswith("h/")]
+    assert store.problems() == []
 
 
 def test_disk_round_trip_modes_and_first_snapshot(tmp_path):
