@@ -107,7 +107,8 @@ class EcsStore:
         self.db_path.parent.mkdir()
         fill_ecs(self.db_path, count)
         self.snapshot_size = self.db_path.stat().st_size
-        self.samples = {"add": [], "del": [], "compact": [], "commit": [], "commit+compact": []}
+        self.samples = {"add": [], "del": [], "add-after-del": [], "compact": [], "commit": [], "commit+compact": []}
+        self.count = count
 
     def call(self, command, holder):
         doc = {"cniVersion": "1.0.0", "name": "bench", "type": "bridge",
@@ -120,6 +121,13 @@ class EcsStore:
 
     def delete(self, n):
         self.samples["del"].append(self.call("DEL", f"bench-{n}"))
+
+    def add_after_early_del(self, n):
+        """DEL one of the first allocations (the cursor goes back there), then time the next ADD,
+        which must find the first free address after it."""
+        if self.count > n:
+            self.call("DEL", f"fill-{n}")
+        self.samples["add-after-del"].append(self.call("ADD", f"after-del-{n}"))
 
     def compacting_add(self, n):
         self.samples["commit"] += grow_journal(self.db_path, self.to_compaction())
@@ -205,6 +213,9 @@ def main():
         for n in range(args.runs):
             for store in stores:
                 store.delete(n)
+        for n in range(args.runs):
+            for store in ecs.values():
+                store.add_after_early_del(n)
         for n in range(args.compactions):
             for store in ecs.values():
                 store.compacting_add(n)
@@ -221,15 +232,18 @@ def main():
     print(f"{platform.node()}, {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
     print(f"ecs-ipam VERSION (start-up only, no store): {ms(startup).strip()} ms")
     print()
-    print(f"{'':>7} | {'ecs-ipam process':^27} {'':>9} | {'in-process':^17} | {'host-local':^15}")
-    print(f"{'held':>7} | {'ADD':>7} {'DEL':>7} {'ADD+compact':>11} {'snapshot':>9} | "
+    print("ADD<DEL: an ADD right after a DEL of one of the first allocations (the cursor moved back)")
+    print()
+    print(f"{'':>7} | {'ecs-ipam process':^35} {'':>9} | {'in-process':^17} | {'host-local':^15}")
+    print(f"{'held':>7} | {'ADD':>7} {'DEL':>7} {'ADD<DEL':>7} {'ADD+compact':>11} {'snapshot':>9} | "
           f"{'commit':>7} {'+compact':>9} | {'ADD':>7} {'DEL':>7}")
     for count in sorted(set(ecs) | set(peers)):
         mine, peer = ecs.get(count), peers.get(count)
-        ecs_cells = (f"{ms(mine.samples['add'])} {ms(mine.samples['del'])} {ms(mine.samples['compact']):>11} "
+        ecs_cells = (f"{ms(mine.samples['add'])} {ms(mine.samples['del'])} {ms(mine.samples['add-after-del'])} "
+                     f"{ms(mine.samples['compact']):>11} "
                      f"{mine.snapshot_size / 1e6:7.2f}MB | {ms(mine.samples['commit'])} "
                      f"{ms(mine.samples['commit+compact']):>9}"
-                     if mine else f"{'-':>7} {'-':>7} {'-':>11} {'-':>9} | {'-':>7} {'-':>9}")
+                     if mine else f"{'-':>7} {'-':>7} {'-':>7} {'-':>11} {'-':>9} | {'-':>7} {'-':>9}")
         peer_cells = f"{ms(peer.samples['add'])} {ms(peer.samples['del'])}" if peer else f"{'-':>7} {'-':>7}"
         print(f"{count:>7,} | {ecs_cells} | {peer_cells}")
 
