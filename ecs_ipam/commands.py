@@ -8,6 +8,7 @@ from ecs_ipam.config import (parse_attachments, parse_ipam, parse_prev_result,
                              parse_release_hints)
 from ecs_ipam.errors import CHECK_MISMATCH, NOT_AVAILABLE, TRY_AGAIN_LATER, CNIError, config_error
 from ecs_ipam.result import Result, encode
+from ecs_ipam.store import same_interface
 from ecs_ipam.versions import NEWEST, SUPPORTED
 
 # doc is the decoded config; session(writable=True) opens the store as a context manager.
@@ -96,7 +97,9 @@ def check(request):
 def gc(request):
     """Release what containers outside the live attachment list hold in this config's subnets."""
     ipam = parse_ipam(request.doc)
-    live = parse_attachments(request.doc)
+    live = {}
+    for container, ifname in parse_attachments(request.doc):
+        live.setdefault(container, set()).add(ifname or None)
     subnets = [family.subnet for family in ipam.families]
     with request.session() as store:
         for held in store.allocations():
@@ -131,10 +134,8 @@ HANDLERS = {"ADD": add, "DEL": delete, "CHECK": check, "GC": gc, "STATUS": statu
 
 
 def _attached(allocation, live):
-    """Whether GC's live attachments include the allocation's container (on its ifname, if it had one)."""
-    if allocation.ifname is None:
-        return any(container == allocation.container for container, _ in live)
-    return (allocation.container, allocation.ifname) in live
+    """Whether GC's live attachments, {container: {ifname or None}}, include the allocation."""
+    return any(same_interface(allocation.ifname, ifname) for ifname in live.get(allocation.container, ()))
 
 
 def _names(addresses):

@@ -69,9 +69,9 @@ class Store:
         return self._indexed(_BY_ID + holder_id)
 
     def held_by_container(self, container, ifname=None):
-        """What the container holds: on ifname only when it is given."""
+        """What the container holds on ifname (see same_interface)."""
         held = self._indexed(_BY_CONTAINER + container)
-        return [a for a in held if ifname is None or a.ifname == ifname]
+        return [a for a in held if same_interface(a.ifname, ifname)]
 
     def cursor(self, subnet):
         key = _CURSOR + str(subnet)
@@ -175,6 +175,15 @@ class Store:
             self._tables.put(key, jsontext.dumps(listed))
         else:
             self._tables.delete(key)
+
+
+def same_interface(recorded, asked):
+    """Whether an allocation recorded on ifname `recorded` is on ifname `asked`.
+
+    The runtime may leave CNI_IFNAME out at ADD or at DEL; an ifname missing on either side
+    then matches any, so that DEL, CHECK and GC find what a container holds alike.
+    """
+    return recorded is None or asked is None or recorded == asked
 
 
 def _decoded(key, value, decode):

@@ -358,3 +358,10 @@ def test_status_reports_an_exhausted_subnet(plugin, ipam, subnet):
     released = {"10.0.0.0/30": "10.0.0.2/30", "2001:db8::/126": "2001:db8::2/126"}[subnet]
     delete(plugin, {**single, f"{family}-address": released})
     silent_success(plugin.run("STATUS", netconf(ipam)))
+
+
+def test_del_by_container_finds_an_allocation_recorded_without_ifname(plugin):
+    """ADD without CNI_IFNAME, DEL with it: the same container's address is released, as GC would."""
+    add(plugin, V4, env={"CNI_CONTAINERID": "k1", "CNI_IFNAME": None})
+    silent_success(plugin.run("DEL", netconf(V4), env={"CNI_CONTAINERID": "k1", "CNI_IFNAME": "eth0"}))
+    assert_free(plugin, V4, "10.0.0.2")
