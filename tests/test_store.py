@@ -148,3 +148,18 @@ def test_unwritable_directory_is_code_5_naming_the_path(tmp_path):
         with open_store(path, 5) as store:
             store.reserve(allocation(2))
     assert caught.value.code == 5 and str(tmp_path) in caught.value.msg
+
+
+def test_a_symlinked_store_path_keeps_writing_through_the_link(tmp_path):
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    link = tmp_path / "ipam.db"
+    link.symlink_to(volume / "ipam.db")
+    for octet in (2, 3):
+        with open_store(str(link), 5) as store:
+            store.reserve(allocation(octet, holder=f"t{octet}"))
+    assert link.is_symlink()
+    with dbm.gnu.open(str(volume / "ipam.db"), "r") as raw:
+        assert raw[b"layout"] == b"1"
+    with open_store(str(volume / "ipam.db"), 5, writable=False) as store:
+        assert [str(a.address) for a in store.allocations()] == ["10.0.0.2", "10.0.0.3"]
