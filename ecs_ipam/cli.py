@@ -3,14 +3,11 @@
 import os
 import sys
 
-from ecs_ipam import jsontext
+from ecs_ipam import jsontext, settings
 from ecs_ipam.errors import (DECODE_FAILURE, INTERNAL_ERROR, INVALID_ENVIRONMENT, IO_FAILURE,
                              CNIError)
 from ecs_ipam.versions import NEWEST
 
-DEFAULT_TIMEOUT = 5.0
-# Go's time.Duration is int64 nanoseconds (about 292 years); the lock timer cannot take more either.
-LONGEST_TIMEOUT = (2**63 - 1) // 10**9
 USAGE = """\
 ecs-ipam is a CNI IPAM plugin: a runtime runs it with CNI_COMMAND (ADD, DEL, CHECK, VERSION, GC,
 STATUS) and friends in the environment and the network config on stdin.
@@ -19,8 +16,6 @@ STATUS) and friends in the environment and the network config on stdin.
   ecs-ipam db import-bolt GO_PLUGIN_FILE [--ipv4-subnet CIDR] [--ipv6-subnet CIDR]   [--db PATH]
 """
 CAPABILITIES = {"capabilities": ["awsvpc-network-mode"]}
-_NUMBER_CHARACTERS = "0123456789."
-_UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
 def main():
@@ -55,8 +50,7 @@ def respond(environ, read_stdin, warn):
         versions.require_command_allowed(command, cni_version)
         for key in config.unknown_ipam_keys(doc):
             warn(f"ecs-ipam: warning: ignoring unknown ipam key {key!r} (a typo?)")
-        path = environ.get("IPAM_DB_PATH") or _store_default()
-        timeout = parse_duration("IPAM_DB_CONNECTION_TIMEOUT", environ.get("IPAM_DB_CONNECTION_TIMEOUT"))
+        path, timeout = settings.store_settings(environ)
 
         def session(writable=True):
             from ecs_ipam.disk import open_store
@@ -72,50 +66,6 @@ def respond(environ, read_stdin, warn):
         return CNIError(INTERNAL_ERROR, f"internal error: {type(err).__name__}: {err}").to_json(cni_version), 1
 
 
-def parse_duration(name, text):
-    """Seconds from a Go duration ("5s", "300ms", "1m30s") or a bare number of seconds; None means 5s."""
-    if text is None or text.strip() == "":
-        return DEFAULT_TIMEOUT
-    value = text.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        sign, body = (-1, value[1:]) if value[:1] == "-" else (1, value.lstrip("+"))
-        parts = _duration_parts(body)
-        if parts is None:
-            raise CNIError(INVALID_ENVIRONMENT, f"{name} {text!r} is not a duration",
-                           'use Go duration syntax such as "5s", "300ms" or "1m30s", or a number of seconds')
-        seconds = sign * sum(float(number) * _UNIT_SECONDS[unit] for number, unit in parts)
-    if seconds < 0 or seconds != seconds or seconds == float("inf"):
-        raise CNIError(INVALID_ENVIRONMENT, f"{name} {text!r} must be a finite duration of 0 or more",
-                       "0 waits for the lock without a limit")
-    if seconds > LONGEST_TIMEOUT:
-        raise CNIError(INVALID_ENVIRONMENT, f"{name} {text!r} is longer than a Go duration can be",
-                       f"at most {LONGEST_TIMEOUT}s (about 292 years); 0 waits for the lock without a limit")
-    return seconds
-
-
-def _duration_parts(body):
-    """[(number, unit)] of a Go duration without its sign, such as "1m30.5s"; None if it is not one.
-
-    (By hand rather than with a regular expression: importing re costs a few ms per call.)
-    """
-    parts, start = [], 0
-    while start < len(body):
-        unit_start = start
-        while unit_start < len(body) and body[unit_start] in _NUMBER_CHARACTERS:
-            unit_start += 1
-        end = unit_start
-        while end < len(body) and body[end] not in _NUMBER_CHARACTERS:
-            end += 1
-        number, unit = body[start:unit_start], body[unit_start:end]
-        if not number.strip(".") or number.count(".") > 1 or unit not in _UNIT_SECONDS:
-            return None
-        parts.append((number, unit))
-        start = end
-    return parts or None
-
-
 def _env_text(environ, name):
     """An optional variable's value, None when unset or empty; code 4 when it is not UTF-8 text."""
     value = environ.get(name) or None
@@ -124,12 +74,6 @@ def _env_text(environ, name):
     except UnicodeEncodeError:  # undecodable bytes in the environment, kept as surrogates
         raise CNIError(INVALID_ENVIRONMENT, f"{name} is not UTF-8 text", f"got {value!r}")
     return value
-
-
-def _store_default():
-    from ecs_ipam.disk import DEFAULT_PATH
-
-    return DEFAULT_PATH
 
 
 def _text(data):

@@ -8,17 +8,15 @@ import sys
 import time
 
 from ecs_ipam.errors import ADDRESS_IN_USE, INVALID_CONFIG, CNIError
-from ecs_ipam.disk import DEFAULT_PATH, open_store
+from ecs_ipam.disk import open_store
+from ecs_ipam.settings import DEFAULT_PATH, store_settings
 
 
 def main(argv, environ):
     """Run one db subcommand; return the exit code."""
-    from ecs_ipam.cli import parse_duration
-
     args = _parser().parse_args(argv)
-    path = args.db or environ.get("IPAM_DB_PATH") or DEFAULT_PATH
     try:
-        timeout = parse_duration("IPAM_DB_CONNECTION_TIMEOUT", environ.get("IPAM_DB_CONNECTION_TIMEOUT"))
+        path, timeout = store_settings(environ, args.db)
         return args.run(args, path, timeout)
     except CNIError as err:
         print(f"ecs-ipam db: {err.msg}" + (f" ({err.details})" if err.details else ""), file=sys.stderr)

@@ -32,7 +32,6 @@ from ecs_ipam import jsontext
 from ecs_ipam.errors import IO_FAILURE, TRY_AGAIN_LATER, CNIError
 from ecs_ipam.store import LAYOUT, LAYOUT_KEY, MemoryTables, Store
 
-DEFAULT_PATH = "/data/eni-ipam.db"
 COMPACT_AFTER = 256
 
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from ecs_ipam import cli
+from ecs_ipam import cli, settings
 from ecs_ipam.errors import CNIError
 
 
@@ -46,12 +46,13 @@ def test_errors_carry_the_config_version_and_stdin_must_be_utf8(tmp_path):
     ("2", 2.0), ("0", 0.0), ("0.25", 0.25), ("100us", 0.0001), ("1h2m3s4ms", 3723.004),
 ])
 def test_go_durations(text, seconds):
-    assert cli.parse_duration("T", text) == pytest.approx(seconds)
+    assert settings.parse_duration("T", text) == pytest.approx(seconds)
 
 
 @pytest.mark.parametrize("text", ["5x", "s", "-1s", "-3", "1s 2s", "nan", "inf", "5 s",
-                                  "1e300", "2562048h", "9999999999999h"])  # beyond Go's int64 nanoseconds
+                                  "1e300", "2562048h", "9999999999999h",  # beyond Go's int64 nanoseconds
+                                  "1_0", "1_0s"])  # Python's float() takes underscores; Go does not
 def test_bad_durations_are_code_4_naming_the_value(text):
     with pytest.raises(CNIError) as caught:
-        cli.parse_duration("IPAM_DB_CONNECTION_TIMEOUT", text)
+        settings.parse_duration("IPAM_DB_CONNECTION_TIMEOUT", text)
     assert caught.value.code == 4 and "IPAM_DB_CONNECTION_TIMEOUT" in caught.value.msg and repr(text) in caught.value.msg
