@@ -6,7 +6,7 @@ from collections import namedtuple
 from ecs_ipam import allocator
 from ecs_ipam.config import (parse_attachments, parse_ipam, parse_prev_result,
                              parse_release_hints)
-from ecs_ipam.errors import CHECK_MISMATCH, NOT_AVAILABLE, TRY_AGAIN_LATER, CNIError, config_error
+from ecs_ipam.errors import CHECK_MISMATCH, IO_FAILURE, NOT_AVAILABLE, TRY_AGAIN_LATER, CNIError, config_error
 from ecs_ipam.result import Result, encode
 from ecs_ipam.store import same_interface
 from ecs_ipam.versions import NEWEST, SUPPORTED
@@ -101,12 +101,19 @@ def gc(request):
     for container, ifname in parse_attachments(request.doc):
         live.setdefault(container, set()).add(ifname or None)
     subnets = [family.subnet for family in ipam.families]
+    errors = []  # GC keeps going past what it cannot read or release, and reports it at the end
     with request.session() as store:
-        for held in store.allocations():
+        for held in store.allocations(damaged=errors):
             if held.container is None or _attached(held, live):
                 continue
             if any(held.address in subnet for subnet in subnets):
-                store.release(held.address)
+                try:
+                    store.release(held.address)
+                except CNIError as err:
+                    errors.append(err)
+    if errors:
+        raise CNIError(IO_FAILURE, f"GC released what it could, but {len(errors)} allocation(s) are damaged",
+                       "; ".join(err.msg for err in errors[:5]) + "; `ecs-ipam db check` lists them all")
     return None
 
 

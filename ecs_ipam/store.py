@@ -42,27 +42,18 @@ class Store:
         key = str(allocation.address)
         record = {"id": allocation.id, "container": allocation.container, "ifname": allocation.ifname,
                   "subnet": str(allocation.subnet), "allocated_at": allocation.allocated_at}
-        self._tables.put(_ADDRESS + key, jsontext.dumps(record))
-        if allocation.id is not None:
-            self._add_to_index(_BY_ID + allocation.id, key)
-        if allocation.container is not None:
-            self._add_to_index(_BY_CONTAINER + allocation.container, key)
-        self._mark(allocation.address, True)
-        self.set_cursor(allocation.subnet, allocation.address)
+        self._apply([(_ADDRESS + key, jsontext.dumps(record))]
+                    + self._index_writes(allocation, add=True)
+                    + [self._bitmap_write(allocation.address, True), (_CURSOR + str(allocation.subnet), key)])
 
     def release(self, address):
         """Free address; return the allocation it had, or None when it was not held."""
         allocation = self.holder(address)
         if allocation is None:
             return None
-        key = str(address)
-        self._tables.delete(_ADDRESS + key)
-        if allocation.id is not None:
-            self._remove_from_index(_BY_ID + allocation.id, key)
-        if allocation.container is not None:
-            self._remove_from_index(_BY_CONTAINER + allocation.container, key)
-        self._mark(address, False)
-        self.set_cursor(allocation.subnet, address)
+        self._apply([(_ADDRESS + str(address), None)]
+                    + self._index_writes(allocation, add=False)
+                    + [self._bitmap_write(address, False), (_CURSOR + str(allocation.subnet), str(address))])
         return allocation
 
     def held_by_id(self, holder_id):
@@ -81,11 +72,22 @@ class Store:
     def set_cursor(self, subnet, address):
         self._tables.put(_CURSOR + str(subnet), str(address))
 
-    def allocations(self):
-        """Every allocation, in address order (IPv4 first)."""
-        found = [_decoded(key, self._tables.get(key),
-                          lambda value, key=key: _decode_allocation(ipaddress.ip_address(key[len(_ADDRESS):]), value))
-                 for key in self._tables.keys() if key.startswith(_ADDRESS)]
+    def allocations(self, damaged=None):
+        """Every allocation, in address order (IPv4 first).
+
+        A record that cannot be read raises code 5; given a list as damaged, it is skipped and
+        its error appended there instead.
+        """
+        found = []
+        for key in self._tables.keys():
+            if key.startswith(_ADDRESS):
+                try:
+                    found.append(_decoded(key, self._tables.get(key), lambda value, key=key: _decode_allocation(
+                        ipaddress.ip_address(key[len(_ADDRESS):]), value)))
+                except CNIError as err:
+                    if damaged is None:
+                        raise
+                    damaged.append(err)
         return sorted(found, key=lambda a: (a.address.version, a.address))
 
     def cursors(self):
@@ -101,16 +103,6 @@ class Store:
         key = f"{_HELD}{version}/{block}"
         value = self._tables.get(key)
         return 0 if value is None else _decoded(key, value, _bitmap)
-
-    def _mark(self, address, held):
-        block, bit = divmod(int(address), CHUNK_BITS)
-        bits = self.held_bits(address.version, block)
-        bits = bits | (1 << bit) if held else bits & ~(1 << bit)
-        key = f"{_HELD}{address.version}/{block}"
-        if bits:
-            self._tables.put(key, format(bits, "x"))
-        else:
-            self._tables.delete(key)
 
     def problems(self):
         """What is inconsistent in the store, as sentences; empty when it is sound."""
@@ -163,18 +155,33 @@ class Store:
         held = [self.holder(address) for address in _decoded(key, self._tables.get(key), _address_list)]
         return [a for a in held if a is not None]
 
-    def _add_to_index(self, key, address_text):
-        listed = [str(address) for address in _decoded(key, self._tables.get(key), _address_list)]
-        if address_text not in listed:
-            self._tables.put(key, jsontext.dumps(listed + [address_text]))
+    def _index_writes(self, allocation, add):
+        """(key, new value or None) for the id and container indexes, with or without the allocation."""
+        address_text = str(allocation.address)
+        writes = []
+        for prefix, owner in ((_BY_ID, allocation.id), (_BY_CONTAINER, allocation.container)):
+            if owner is not None:
+                key = prefix + owner
+                listed = [str(a) for a in _decoded(key, self._tables.get(key), _address_list) if str(a) != address_text]
+                listed += [address_text] if add else []
+                writes.append((key, jsontext.dumps(listed) if listed else None))
+        return writes
 
-    def _remove_from_index(self, key, address_text):
-        listed = [str(address) for address in _decoded(key, self._tables.get(key), _address_list)
-                  if str(address) != address_text]
-        if listed:
-            self._tables.put(key, jsontext.dumps(listed))
-        else:
-            self._tables.delete(key)
+    def _bitmap_write(self, address, held):
+        """(key, new value or None) for the bitmap of address's block, with address marked held or free."""
+        block, bit = divmod(int(address), CHUNK_BITS)
+        bits = self.held_bits(address.version, block)
+        bits = bits | (1 << bit) if held else bits & ~(1 << bit)
+        return f"{_HELD}{address.version}/{block}", format(bits, "x") if bits else None
+
+    def _apply(self, writes):
+        """Write (key, value) pairs, None deleting. Callers read everything first, so that a damaged
+        value stops a change before any of it is written."""
+        for key, value in writes:
+            if value is None:
+                self._tables.delete(key)
+            else:
+                self._tables.put(key, value)
 
 
 def same_interface(recorded, asked):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from e2e_support import (ALL_VERSIONS, DUAL, V4, V6, add, add_address, failed, held_addresses, mode_of,
+from e2e_support import (ALL_VERSIONS, DUAL, V4, V6, add, add_address, assert_free, failed, held_addresses, mode_of,
                          netconf, silent_success, store_files, succeeded)
 
 SUPPORTED = list(ALL_VERSIONS)
@@ -446,6 +446,19 @@ def test_a_damaged_store_is_code_5_not_a_crash(plugin, key, value, command, hold
     failed(plugin.run(command, conf), code, "damaged")
     assert plugin.run(None, args=["db", "list", "--json"]).code in (0, 1)  # Outcome fails on a traceback
     assert plugin.run(None, args=["db", "check"]).code == 1
+
+
+@pytest.mark.parametrize("key, value", [(b"a/10.0.0.2", b"{not json"), (b"c/c1", b'["nonsense"]')])
+def test_gc_keeps_going_past_a_damaged_allocation_and_reports_it(plugin, key, value):
+    import dbm.gnu
+
+    add(plugin, V4, env={"CNI_CONTAINERID": "c1"})
+    add(plugin, V4, env={"CNI_CONTAINERID": "c2"})
+    with dbm.gnu.open(str(plugin.db_path), "w") as snapshot:  # the first ADD wrote the snapshot
+        snapshot[key] = value
+    failed(plugin.run("GC", netconf(V4, **{"cni.dev/valid-attachments": []})), 5, "GC released what it could",
+           key.decode())
+    assert_free(plugin, V4, "10.0.0.3")  # c2's, released despite c1's damage
 
 
 def test_parent_path_is_a_file_is_code_5(plugin, tmp_path):
