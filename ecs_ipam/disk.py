@@ -265,6 +265,7 @@ class _DiskTables:
         os.unlink(self.journal_path)
         _fsync_directory(self.path)
         self._records = 0
+        self._journal_length = 0
         self._journal_exists = False
 
     def close(self):
