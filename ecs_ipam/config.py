@@ -162,7 +162,7 @@ def _parse_family(section, version):
         if stray:
             raise config_error(f"{stray[0]} is set but {prefix}subnet is missing")
         return None
-    subnet = _parse_subnet(prefix + "subnet", section[prefix + "subnet"], version)
+    subnet = parse_subnet(prefix + "subnet", section[prefix + "subnet"], version)
 
     gateway = subnet.network_address + 1
     if section.get(prefix + "gateway") is not None:
@@ -181,7 +181,8 @@ def _parse_family(section, version):
     return Family(version, subnet, gateway, address, routes)
 
 
-def _parse_subnet(field, value, version):
+def parse_subnet(field, value, version):
+    """An ipv4-subnet/ipv6-subnet value as an ip_network (host bits dropped); code 7 naming field and value."""
     subnet = _parse_ip(field, value, version, ipaddress.ip_network, "a CIDR block", strict=False)
     longest = LONGEST_SUBNET_PREFIX[version]
     if subnet.prefixlen > longest:

@@ -7,6 +7,7 @@ import os
 import sys
 import time
 
+from ecs_ipam.config import parse_subnet
 from ecs_ipam.errors import ADDRESS_IN_USE, INVALID_CONFIG, CNIError
 from ecs_ipam.disk import open_store
 from ecs_ipam.settings import DEFAULT_PATH, store_settings
@@ -142,15 +143,12 @@ def _print_import(bolt_file, path, plan, cursors, sources):
 
 
 def _subnet_flag(version):
-    """An argparse type: a CIDR of the IP version (host bits dropped, as in the config)."""
+    """An argparse type: a subnet of the IP version, checked as the config's ipvN-subnet is."""
     def parse(text):
         try:
-            subnet = ipaddress.ip_network(text, strict=False)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a CIDR block")
-        if subnet.version != version:
-            raise argparse.ArgumentTypeError(f"{text!r} is not an IPv{version} CIDR block")
-        return subnet
+            return parse_subnet(f"--ipv{version}-subnet", text, version)
+        except CNIError as err:
+            raise argparse.ArgumentTypeError(err.msg)
 
     return parse
 
