@@ -71,10 +71,11 @@ def git_short_hash():
 
 
 def git_dirty():
-    """GIT_DIRTY if set (1 or 0); else whether the package's files differ from HEAD."""
+    """GIT_DIRTY if set (1 or 0); else whether what goes into the file (the package, the launcher)
+    differs from HEAD."""
     if "GIT_DIRTY" in os.environ:
         return os.environ["GIT_DIRTY"] == "1"
-    return bool(git("status", "--porcelain", "--", PACKAGE))
+    return bool(git("status", "--porcelain", "--", PACKAGE, str(LAUNCHER.relative_to(REPO))))
 
 
 def package_sources():
