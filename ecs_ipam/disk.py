@@ -424,6 +424,8 @@ def _describe(path):
         return f"cannot read it ({err.strerror})"
     if not head:
         return "the file is empty"
-    if head[16:20] == b"\xed\xda\x0c\xed":
+    from ecs_ipam.bolt import MAGIC  # the error path only
+
+    if int.from_bytes(head[16:20], "little") == MAGIC:  # bolt's meta page, after the page header
         return _BOLT_FILE
     return "it is not a dbm.gnu file"

@@ -100,7 +100,7 @@ class Store:
 
     def held_bits(self, version, block):
         """Bit i is set when IPv<version> address block * CHUNK_BITS + i is held."""
-        key = f"{_HELD}{version}/{block}"
+        key = _bitmap_key(version, block)
         value = self._tables.get(key)
         return 0 if value is None else _decoded(key, value, _bitmap)
 
@@ -121,9 +121,8 @@ class Store:
                 for prefix, owner in ((_BY_ID, allocation.id), (_BY_CONTAINER, allocation.container)):
                     if owner is not None:
                         expected.setdefault(prefix + owner, set()).add(str(allocation.address))
-                block, bit = divmod(int(allocation.address), CHUNK_BITS)
-                entry = bitmaps.setdefault(f"{_HELD}{allocation.address.version}/{block}", [0, 0])
-                entry[0] |= 1 << bit
+                key, bit = _bitmap_place(allocation.address)
+                bitmaps.setdefault(key, [0, 0])[0] |= 1 << bit
             elif key.startswith(_HELD):
                 try:
                     bitmaps.setdefault(key, [0, 0])[1] = _bitmap(value)
@@ -169,10 +168,10 @@ class Store:
 
     def _bitmap_write(self, address, held):
         """(key, new value or None) for the bitmap of address's block, with address marked held or free."""
-        block, bit = divmod(int(address), CHUNK_BITS)
-        bits = self.held_bits(address.version, block)
+        key, bit = _bitmap_place(address)
+        bits = self.held_bits(address.version, int(address) // CHUNK_BITS)
         bits = bits | (1 << bit) if held else bits & ~(1 << bit)
-        return f"{_HELD}{address.version}/{block}", format(bits, "x") if bits else None
+        return key, format(bits, "x") if bits else None
 
     def _apply(self, writes):
         """Write (key, value) pairs, None deleting. Callers read everything first, so that a damaged
@@ -200,6 +199,16 @@ def _decoded(key, value, decode):
     except (ValueError, KeyError, TypeError) as err:
         raise CNIError(IO_FAILURE, f"the store is damaged: {key!r} holds {value!r:.120}",
                        f"{type(err).__name__}: {err}; `ecs-ipam db check` lists what is wrong")
+
+
+def _bitmap_key(version, block):
+    return f"{_HELD}{version}/{block}"
+
+
+def _bitmap_place(address):
+    """(the key of address's bitmap, its bit there)."""
+    block, bit = divmod(int(address), CHUNK_BITS)
+    return _bitmap_key(address.version, block), bit
 
 
 def _bitmap(value):
