@@ -58,7 +58,7 @@ def respond(environ, read_stdin, warn):
             return open_store(path, timeout, writable)
 
         request = commands.Request(command, cni_version, _env_text(environ, "CNI_CONTAINERID"),
-                                   _env_text(environ, "CNI_IFNAME"), doc, session)
+                                   _env_text(environ, "CNI_IFNAME"), doc, session, warn)
         return commands.HANDLERS[command](request), 0
     except CNIError as err:
         return err.to_json(cni_version), 1

@@ -3,99 +3,79 @@
 import time
 from collections import namedtuple
 
-from ecs_ipam import allocator
+from ecs_ipam import allocator, ownership
 from ecs_ipam.config import (parse_attachments, parse_ipam, parse_prev_result,
                              parse_release_hints)
-from ecs_ipam.errors import CHECK_MISMATCH, IO_FAILURE, NOT_AVAILABLE, TRY_AGAIN_LATER, CNIError, config_error
-from ecs_ipam.result import Result, encode
-from ecs_ipam.store import same_interface
+from ecs_ipam.errors import DUPLICATE_ID, IO_FAILURE, NOT_AVAILABLE, TRY_AGAIN_LATER, CNIError, config_error
+from ecs_ipam.ownership import Caller
+from ecs_ipam.result import IPConfig, Result, encode
 from ecs_ipam.versions import NEWEST, SUPPORTED
 
-# doc is the decoded config; session(writable=True) opens the store as a context manager.
-Request = namedtuple("Request", "command cni_version container_id ifname doc session")
+# doc is the decoded config; session(writable=True) opens the store as a context manager;
+# warn(line) writes a line to stderr.
+Request = namedtuple("Request", "command cni_version container_id ifname doc session warn")
 
 
 def add(request):
+    """Allocate one address per family; a caller without an id that already holds one gets it back."""
     ipam = parse_ipam(request.doc)
+    caller = Caller(ipam.id, request.container_id, request.ifname)
     now = int(time.time())
     with request.session() as store:
-        ips = [allocator.allocate(store, family, ipam.id, request.container_id, request.ifname, now)
+        ips = [_held_already(store, family, caller)
+               or allocator.allocate(store, family, ipam.id, request.container_id, request.ifname, now)
                for family in ipam.families]
     routes = [route for family in ipam.families for route in family.routes]
     return encode(Result(ips, routes), request.cni_version)
 
 
 def delete(request):
-    """Release by the config's addresses, else its id, else the container; idempotent."""
+    """Release what the caller holds and the config names (ecs_ipam.ownership); idempotent."""
+    invalid = None
     try:
         ipam = parse_ipam(request.doc)
         holder = ipam.id
         addresses = [family.address.ip for family in ipam.families if family.address is not None]
-        gateways = {family.gateway for family in ipam.families}
-        # Families without a static address are released by id (when there is one).
-        by_id_versions = {family.version for family in ipam.families if family.address is None}
-    except CNIError as invalid:
-        holder, addresses = parse_release_hints(request.doc)
-        gateways, by_id_versions = set(), {4, 6} - {address.version for address in addresses}
-        if holder is None and not addresses and request.container_id is None:
-            raise invalid
-    if holder is None and not addresses and request.container_id is None:
-        raise config_error("DEL cannot tell what to release",
-                           "give ipv4-address/ipv6-address or id in ipam, or set CNI_CONTAINERID")
+        subnets = [family.subnet for family in ipam.families]
+    except CNIError as err:  # still release what the config's valid fields identify
+        invalid = err
+        holder, addresses, subnets = parse_release_hints(request.doc)
+    caller = Caller(holder, request.container_id, request.ifname)
+    if not ownership.identifies(caller, subnets, addresses):
+        raise invalid or config_error("DEL cannot tell what to release",
+                                      "give ipv4-address/ipv6-address or id in ipam, or set CNI_CONTAINERID")
     with request.session() as store:
-        if addresses:
-            for address in addresses:
-                held = store.holder(address)
-                # Given an id too, an address that has since gone to another id is left alone.
-                gone_to_another = holder is not None and held is not None and held.id not in (None, holder)
-                if held is not None and address not in gateways and not gone_to_another:
-                    store.release(address)
-            if holder is not None:
-                for held in store.held_by_id(holder):
-                    if held.address.version in by_id_versions:
-                        store.release(held.address)
-        elif holder is not None:
-            for held in store.held_by_id(holder):
-                store.release(held.address)
+        if caller.id is not None:
+            candidates = store.held_by_id(caller.id)
         else:
-            for held in store.held_by_container(request.container_id, request.ifname):
-                store.release(held.address)
+            candidates = [store.holder(address) for address in addresses]
+            candidates = [a for a in candidates if a is not None]
+            if caller.container is not None:
+                candidates += store.held_by_container(caller.container)
+        plan = ownership.release_by_del(caller, subnets, addresses, candidates)
+        for allocation in plan.allocations:
+            store.release(allocation.address)
+    if plan.spared:
+        request.warn(f"ecs-ipam: warning: DEL without an id released none of the {len(plan.spared)} "
+                     f"address(es) container {caller.container!r} holds under ids "
+                     f"({_names(a.address for a in plan.spared)}): a DEL must name the id that holds them")
     return None
 
 
 def check(request):
-    """Succeed when the store holds this config's addresses (and they match prevResult)."""
+    """Succeed when the caller holds an address from each configured subnet (matching prevResult)."""
     ipam = parse_ipam(request.doc)
     expected = parse_prev_result(request.doc)
-    if ipam.id is not None:
-        owner = f"id {ipam.id!r}"
-    elif request.container_id is not None:
-        owner = f"container {request.container_id!r}"
-    else:
+    caller = Caller(ipam.id, request.container_id, request.ifname)
+    if caller.id is None and caller.container is None:
         raise config_error("CHECK cannot tell whose addresses to check", "give id in ipam or set CNI_CONTAINERID")
     with request.session(writable=False) as store:
-        if ipam.id is not None:
-            held = store.held_by_id(ipam.id)
-        else:
-            held = store.held_by_container(request.container_id, request.ifname)
-    for family in ipam.families:
-        mine = sorted(a.address for a in held if a.address.version == family.version)
-        if not mine:
-            raise CNIError(CHECK_MISMATCH, f"{owner} holds no IPv{family.version} address in the store")
-        if family.address is not None and family.address.ip not in mine:
-            raise CNIError(CHECK_MISMATCH, f"{owner} does not hold its configured {family.address.ip}",
-                           f"it holds {', '.join(map(str, mine))}")
-        if expected is not None:
-            wanted = sorted(ip for ip in expected if ip.version == family.version)
-            if wanted != mine:
-                raise CNIError(CHECK_MISMATCH,
-                               f"prevResult's IPv{family.version} addresses differ from what {owner} holds",
-                               f"prevResult has {_names(wanted)}, the store has {_names(mine)}")
-    return None
+        candidates = store.held_by_id(caller.id) if caller.id is not None else store.held_by_container(caller.container)
+    return ownership.check(caller, ipam.families, expected, candidates)
 
 
 def gc(request):
-    """Release what containers outside the live attachment list hold in this config's subnets."""
+    """Release what containers outside the live attachment list hold from this config's subnets."""
     ipam = parse_ipam(request.doc)
     live = {}
     for container, ifname in parse_attachments(request.doc):
@@ -103,14 +83,11 @@ def gc(request):
     subnets = [family.subnet for family in ipam.families]
     errors = []  # GC keeps going past what it cannot read or release, and reports it at the end
     with request.session() as store:
-        for held in store.allocations(damaged=errors):
-            if held.container is None or _attached(held, live):
-                continue
-            if any(held.address in subnet for subnet in subnets):
-                try:
-                    store.release(held.address)
-                except CNIError as err:
-                    errors.append(err)
+        for held in ownership.release_by_gc(subnets, live, store.allocations(damaged=errors)):
+            try:
+                store.release(held.address)
+            except CNIError as err:
+                errors.append(err)
     if errors:
         raise CNIError(IO_FAILURE, f"GC released what it could, but {len(errors)} allocation(s) are damaged",
                        "; ".join(err.msg for err in errors[:5]) + "; `ecs-ipam db check` lists them all")
@@ -140,9 +117,23 @@ def version(request):
 HANDLERS = {"ADD": add, "DEL": delete, "CHECK": check, "GC": gc, "STATUS": status, "VERSION": version}
 
 
-def _attached(allocation, live):
-    """Whether GC's live attachments, {container: {ifname or None}}, include the allocation."""
-    return any(same_interface(allocation.ifname, ifname) for ifname in live.get(allocation.container, ()))
+def _held_already(store, family, caller):
+    """The IPConfig of what a caller without an id already holds from family's subnet, or None.
+
+    A runtime that retries an ADD (same container and ifname, no id) gets its address back
+    instead of a second one that would leak. With an id, a second ADD stays code 102.
+    """
+    if caller.id is not None or caller.container is None:
+        return None
+    held = ownership.held_in(caller, family, store.held_by_container(caller.container))
+    if not held:
+        return None
+    if family.address is not None and family.address.ip not in [a.address for a in held]:
+        raise CNIError(DUPLICATE_ID, f"container {caller.container!r} already holds {held[0].address} "
+                       f"from {family.subnet}, not the configured {family.address.ip}",
+                       "DEL it first, or give the container its address in the config")
+    chosen = next((a for a in held if family.address is not None and a.address == family.address.ip), held[0])
+    return IPConfig(ownership.interface_of(chosen, family), family.gateway)
 
 
 def _names(addresses):

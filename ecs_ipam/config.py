@@ -67,31 +67,34 @@ def unknown_ipam_keys(doc):
 
 
 def parse_release_hints(doc):
-    """What a DEL can still identify in a config that fails validation: (id, addresses).
+    """What a DEL can still identify in a config that fails validation: (id, addresses, subnets).
 
     Each field is read on its own and skipped when invalid, so that one bad field
     does not stop the release of what the others name.
     """
     section = doc.get("ipam")
     if not isinstance(section, dict):
-        return None, ()
+        return None, (), ()
     try:
         holder = _parse_id(section.get("id"))
     except CNIError:
         holder = None
-    addresses = []
+    addresses, subnets = [], []
     for version in (4, 6):
-        field = f"ipv{version}-address"
-        try:
-            if section.get(field) is not None:
-                addresses.append(_parse_interface(field, section[field], version).ip)
-        except CNIError:
-            pass
-    return holder, tuple(addresses)
+        for field, parse, found in ((f"ipv{version}-address", _parse_interface, addresses),
+                                    (f"ipv{version}-subnet", parse_subnet, subnets)):
+            try:
+                if section.get(field) is not None:
+                    parsed = parse(field, section[field], version)
+                    found.append(getattr(parsed, "ip", parsed))
+            except CNIError:
+                pass
+    return holder, tuple(addresses), tuple(subnets)
 
 
 def parse_prev_result(doc):
-    """The IP addresses of prevResult (any result version), or None when there is none."""
+    """The addresses of prevResult with their prefixes, as ip_interfaces (any result version);
+    None when there is no prevResult."""
     prev = doc.get("prevResult")
     if prev is None:
         return None
@@ -114,7 +117,7 @@ def parse_prev_result(doc):
         if not isinstance(text, str):
             raise config_error(f"{field} must be a string", f"got {_show(text)}")
         try:
-            addresses.append(ipaddress.ip_interface(text).ip)
+            addresses.append(ipaddress.ip_interface(text))
         except ValueError:
             raise config_error(f"{field} {text!r} is not an IP address with a prefix")
     return tuple(addresses)

@@ -141,16 +141,21 @@ def test_decode_and_version():
 
 def test_release_hints_skip_invalid_fields_independently():
     doc = {"ipam": {"id": "task-1", "ipv4-subnet": "bogus", "ipv4-address": "10.0.0.7/24",
-                    "ipv6-address": "not-an-address"}}
-    assert config.parse_release_hints(doc) == ("task-1", (ipaddress.ip_address("10.0.0.7"),))
-    assert config.parse_release_hints({"ipam": {"id": 5}}) == (None, ())
-    assert config.parse_release_hints({}) == (None, ())
+                    "ipv6-address": "not-an-address", "ipv6-subnet": "2001:db8::/64"}}
+    assert config.parse_release_hints(doc) == ("task-1", (ipaddress.ip_address("10.0.0.7"),),
+                                               (ipaddress.ip_network("2001:db8::/64"),))
+    # A subnet too small to allocate from is invalid for DEL too; host bits are dropped as in ADD.
+    assert config.parse_release_hints({"ipam": {"ipv4-subnet": "10.0.0.0/31"}}) == (None, (), ())
+    assert config.parse_release_hints({"ipam": {"ipv4-subnet": "10.0.0.5/24"}})[2] == (
+        ipaddress.ip_network("10.0.0.0/24"),)
+    assert config.parse_release_hints({"ipam": {"id": 5}}) == (None, (), ())
+    assert config.parse_release_hints({}) == (None, (), ())
 
 
 def test_prev_result_in_every_shape():
     rich = {"prevResult": {"ips": [{"address": "10.0.0.2/24"}, {"address": "2001:db8::2/64"}]}}
     legacy = {"prevResult": {"ip4": {"ip": "10.0.0.2/24"}, "ip6": {"ip": "2001:db8::2/64"}}}
-    expected = (ipaddress.ip_address("10.0.0.2"), ipaddress.ip_address("2001:db8::2"))
+    expected = (ipaddress.ip_interface("10.0.0.2/24"), ipaddress.ip_interface("2001:db8::2/64"))
     assert config.parse_prev_result(rich) == expected
     assert config.parse_prev_result(legacy) == expected
     assert config.parse_prev_result({}) is None

@@ -11,8 +11,9 @@ C2 = {"CNI_CONTAINERID": "c2", "CNI_IFNAME": "eth0"}
 
 # -- DEL ------------------------------------------------------------------------------------
 
-def test_del_by_address(plugin):
-    add(plugin, {**V4, "id": "a", "ipv4-address": "10.0.0.10/24"})
+def test_del_by_address_of_an_anonymous_allocation(plugin):
+    """No id and no container on either side: the address alone identifies it."""
+    add(plugin, {**V4, "ipv4-address": "10.0.0.10/24"})
     delete(plugin, {**V4, "ipv4-address": "10.0.0.10/24"})
     assert_free(plugin, V4, "10.0.0.10")
 
@@ -59,8 +60,15 @@ def test_del_by_container_and_ifname_recorded_at_add(plugin):
 
 def test_del_by_container_releases_both_families(plugin):
     add(plugin, DUAL, env=C1)
-    delete(plugin, V6, env=C1)
+    delete(plugin, DUAL, env=C1)
     assert_free(plugin, DUAL, "10.0.0.2")
+    assert_free(plugin, DUAL, "2001:db8::2")
+
+
+def test_del_by_container_releases_only_from_the_configs_subnets(plugin):
+    add(plugin, DUAL, env=C1)
+    delete(plugin, V6, env=C1)  # a config of the IPv6 subnet alone: its IPv4 address is another network's
+    assert_held(plugin, DUAL, "10.0.0.2")
     assert_free(plugin, DUAL, "2001:db8::2")
 
 
@@ -110,10 +118,12 @@ def test_del_leaves_an_address_that_went_to_another_id_alone(plugin):
     assert_held(plugin, V4, "10.0.0.10", "new")
 
 
-def test_del_with_address_and_id_releases_an_address_held_without_id(plugin):
+def test_del_with_address_and_id_spares_an_address_held_without_id(plugin):
+    """With an id, the recorded id decides: an address held under none is not that id's."""
     assert add_address(plugin, {**V4, "ipv4-address": "10.0.0.10/24"}) == "10.0.0.10"
+    before = store_files(plugin)
     delete(plugin, {**V4, "id": "whoever", "ipv4-address": "10.0.0.10/24"})
-    assert_free(plugin, V4, "10.0.0.10")
+    assert store_files(plugin) == before
 
 
 def test_del_with_one_static_address_releases_the_other_family_by_id(plugin):
@@ -164,20 +174,28 @@ def test_del_with_an_invalid_config_still_releases_by_id(plugin, ipam):
 
 
 def test_del_with_an_invalid_config_still_releases_by_address(plugin):
-    add(plugin, {**V4, "ipv4-address": "10.0.0.10/24", "id": "victim"})
-    add(plugin, {**V6, "ipv6-address": "2001:db8::10/64", "id": "victim6"})
+    add(plugin, {**V4, "ipv4-address": "10.0.0.10/24"})
+    add(plugin, {**V6, "ipv6-address": "2001:db8::10/64"})
     delete(plugin, {"ipv4-subnet": "10.0.0.0/33", "ipv4-address": "10.0.0.10/24",
                     "ipv6-address": "2001:db8::10/64"})
     assert_free(plugin, DUAL, "10.0.0.10")
     assert_free(plugin, DUAL, "2001:db8::10")
 
 
-def test_del_without_ipam_still_releases_by_container(plugin):
+def test_del_with_an_invalid_config_still_releases_by_container_from_its_valid_subnet(plugin):
+    add(plugin, V4, env=C1)
+    silent_success(plugin.run("DEL", netconf({**V4, "ipv4-gateway": "nope"}), env=C1))
+    assert_free(plugin, V4, "10.0.0.2")
+
+
+def test_del_without_ipam_cannot_release_by_container(plugin):
+    """Release by container needs the config's subnets (overlapping networks share a store)."""
     add(plugin, V4, env=C1)
     conf = netconf(V4)
     del conf["ipam"]
-    silent_success(plugin.run("DEL", conf, env=C1))
-    assert_free(plugin, V4, "10.0.0.2")
+    before = store_files(plugin)
+    failed(plugin.run("DEL", conf, env=C1), 7, "ipam is missing")
+    assert store_files(plugin) == before
 
 
 def test_del_with_an_invalid_config_and_nothing_to_identify_is_a_config_error(plugin):
