@@ -1,6 +1,6 @@
 """A reference model of who holds what, and a seeded generator of random CNI calls checked against it.
 
-The model knows the ownership rule (docs/behaviour.md, "Ownership") in its own terms: a list
+The model knows the ownership rule (ecs_ipam/ownership.py) in its own terms: a list
 of held addresses, each with the id, container, ifname and subnet it was allocated under.
 A Driver sends random ADD, DEL, GC and CHECK calls from random callers to a plugin (in-process
 or the built file), predicts each outcome from the model, and after every step compares the

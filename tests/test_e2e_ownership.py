@@ -1,4 +1,4 @@
-"""End to end: a caller releases, checks and re-ADDs only what it holds (docs/behaviour.md, "Ownership").
+"""End to end: a caller releases, checks and re-ADDs only what it holds (ecs_ipam/ownership.py).
 
 Each test is a duplicate-address path found with the built file, run as separate processes.
 """
