@@ -7,6 +7,7 @@ import os
 import sys
 import time
 
+from ecs_ipam import allocator
 from ecs_ipam.config import parse_subnet
 from ecs_ipam.errors import ADDRESS_IN_USE, INVALID_CONFIG, CNIError
 from ecs_ipam.disk import open_store
@@ -26,27 +27,66 @@ def main(argv, environ):
 
 def list_allocations(args, path, timeout):
     with open_store(path, timeout, writable=False) as store:
-        allocations = store.allocations()
-        cursors = store.cursors()
+        everything = store.allocations()
+        pools = _pools(everything, store.cursors(), args.subnet)
+    shown = [a for a in everything if (args.id is None or a.id == args.id)
+             and (args.container is None or a.container == args.container)
+             and (args.subnet is None or a.subnet == args.subnet)]
     now = int(time.time())
     if args.json:
         print(json.dumps({
             "allocations": [{"address": str(a.address), "id": a.id, "container": a.container,
                              "ifname": a.ifname, "subnet": str(a.subnet), "allocated_at": a.allocated_at}
-                            for a in allocations],
-            "cursors": cursors,
+                            for a in shown],
+            "cursors": {str(subnet): cursor for subnet, _, cursor in pools if cursor is not None},
+            "subnets": {str(subnet): {"held": held, "usable": allocator.usable(subnet), "cursor": cursor}
+                        for subnet, held, cursor in pools},
         }, indent=2))
         return 0
     rows = [("ADDRESS", "ID", "CONTAINER", "IFNAME", "SUBNET", "AGE")]
     rows += [(str(a.address), a.id or "-", a.container or "-", a.ifname or "-", str(a.subnet),
-              _age(now - a.allocated_at)) for a in allocations]
+              _age(now - a.allocated_at)) for a in shown]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
-    print(f"\n{len(allocations)} allocation(s) in {path}")
-    for subnet, cursor in cursors.items():
-        print(f"cursor of {subnet}: {cursor}")
+    filters = " ".join(f"--{name} {value}" for name, value in
+                       (("id", args.id), ("container", args.container), ("subnet", args.subnet)) if value is not None)
+    if filters:
+        print(f"\n{len(shown)} of {len(everything)} allocation(s) in {path} match {filters}")
+    else:
+        print(f"\n{len(everything)} allocation(s) in {path}")
+    width = max((len(str(subnet)) for subnet, _, _ in pools), default=0) + 1
+    for subnet, held, cursor in pools:
+        usable = allocator.usable(subnet)
+        print(f"{str(subnet) + ':':<{width}} {held} held of {usable} usable ({_percent(held, usable)}), cursor {cursor or '-'}")
     return 0
+
+
+def _pools(allocations, cursors, only=None):
+    """[(subnet, addresses held from it, its cursor text or None)] for every subnet the store knows,
+    IPv4 first; only the subnet only when given (code 7 when the store knows nothing of it)."""
+    subnets = {a.subnet for a in allocations}
+    for text in cursors:
+        try:
+            subnets.add(ipaddress.ip_network(text))
+        except ValueError:
+            pass  # a damaged key: `ecs-ipam db check` names it
+    if only is not None:
+        if only not in subnets:
+            known = ", ".join(str(s) for s in sorted(subnets, key=_subnet_order)) or "none"
+            raise CNIError(INVALID_CONFIG, f"--subnet {only}: the store has no allocation and no cursor from it",
+                           f"its subnets: {known}")
+        subnets = {only}
+    held = {}
+    for allocation in allocations:
+        held[allocation.subnet] = held.get(allocation.subnet, 0) + 1
+    return [(subnet, held.get(subnet, 0), cursors.get(str(subnet)))
+            for subnet in sorted(subnets, key=_subnet_order)]
+
+
+def _percent(held, usable):
+    share = 100 * held / usable
+    return "0%" if not held else "<0.1%" if share < 0.1 else f"{share:.1f}%"
 
 
 def release(args, path, timeout):
@@ -153,23 +193,50 @@ def _subnet_flag(version):
     return parse
 
 
+def _pool_flag(text):
+    """An argparse type: a CIDR block of either family (host bits dropped, as in the config)."""
+    try:
+        return ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a CIDR block")
+
+
 def _subnet_order(subnet):
     return subnet.version, subnet
 
 
+_UNITS = (("d", 86400), ("h", 3600), ("m", 60), ("s", 1))
+
+
 def _age(seconds):
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds // size}{unit}"
-    return f"{max(seconds, 0)}s"
+    """A duration in its two largest units: 3d4h, 2h5m, 4m12s, 9s."""
+    seconds = max(seconds, 0)
+    for index, (unit, size) in enumerate(_UNITS):
+        if seconds >= size or size == 1:
+            text = f"{seconds // size}{unit}"
+            if size > 1:
+                smaller_unit, smaller = _UNITS[index + 1]
+                rest = seconds % size // smaller
+                text += f"{rest}{smaller_unit}" if rest else ""
+            return text
 
 
 def _parser():
     parser = argparse.ArgumentParser(prog="ecs-ipam db", description="Inspect and repair the ecs-ipam store.")
     parser.add_argument("--db", metavar="PATH", help=f"the store (default: $IPAM_DB_PATH, else {DEFAULT_PATH})")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    listing = commands.add_parser("list", help="every allocation and the cursors")
-    listing.add_argument("--json", action="store_true", help="print JSON")
+    listing = commands.add_parser(
+        "list", help="every allocation, and each subnet's usage and cursor",
+        description="Every allocation (address, id, container, ifname, subnet, age) in address order, IPv4 "
+                    "first; then one line per subnet: addresses held, usable (the gateway aside), percent held, "
+                    "and the cursor. The filters select allocations; the subnet lines count whole subnets.")
+    listing.add_argument("--json", action="store_true",
+                         help='print JSON: {"allocations": [...], "cursors": {...}, "subnets": '
+                              '{CIDR: {"held", "usable", "cursor"}}}')
+    listing.add_argument("--id", metavar="ID", help="only the allocations held under this id")
+    listing.add_argument("--container", metavar="ID", help="only the allocations recorded with this container id")
+    listing.add_argument("--subnet", metavar="CIDR", type=_pool_flag,
+                         help="only the allocations made from this subnet (as configured), and only its line")
     listing.set_defaults(run=list_allocations)
     releasing = commands.add_parser("release", help="release an address, or everything an id holds")
     releasing.add_argument("address", nargs="?", metavar="ADDRESS")

@@ -1,6 +1,7 @@
 """Helpers for the end-to-end tests: network configs as a runtime sends them, and short assertions."""
 
 import os
+import subprocess
 from pathlib import Path
 
 ALL_VERSIONS = ("0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
@@ -100,6 +101,26 @@ def held_addresses(plugin):
     """{address: (id, container, ifname, subnet)} from the operator listing."""
     return {a["address"]: (a["id"], a["container"], a["ifname"], a["subnet"])
             for a in listing(plugin)["allocations"]}
+
+
+class Run:
+    """One finished operator command: exit code, stdout and stderr as text (not JSON)."""
+
+    def __init__(self, proc):
+        self.code, self.stdout, self.stderr = proc.returncode, proc.stdout.decode(), proc.stderr.decode()
+        assert "Traceback" not in self.stdout + self.stderr, self.stdout + self.stderr
+
+    def __repr__(self):
+        return f"<exit {self.code} stdout={self.stdout!r} stderr={self.stderr!r}>"
+
+
+def run_db(plugin, args, env=None, stdin=b""):
+    """`ecs-ipam db ARGS` in the minimal environment the plugin fixture uses, on its store."""
+    environ = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "IPAM_DB_PATH": str(plugin.db_path), **(env or {})}
+    if "SHIV_ROOT" in os.environ:
+        environ["SHIV_ROOT"] = os.environ["SHIV_ROOT"]
+    return Run(subprocess.run([str(plugin.artifact), "db", *args], env=environ, capture_output=True,
+                              input=stdin, timeout=60, cwd="/"))
 
 
 def store_files(plugin):

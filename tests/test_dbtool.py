@@ -1,0 +1,120 @@
+"""End to end: the operator tools `ecs-ipam db list` and `ecs-ipam db gc`, run from the built file."""
+
+import json
+import time
+
+import pytest
+
+from e2e_support import add, add_address, delete, listing, netconf, run_db, store_files
+from ecs_ipam.disk import open_store
+
+LINK_LOCAL = {"ipv4-subnet": "169.254.172.0/22"}
+DUAL = {"ipv4-subnet": "169.254.172.0/22", "ipv6-subnet": "fd00:ec2::/64"}
+
+
+def backdate(plugin, seconds_by_address):
+    """Make the allocations of the given addresses look that many seconds older (an ADD made back then)."""
+    with open_store(str(plugin.db_path), 5) as store:
+        for allocation in store.allocations():
+            seconds = seconds_by_address.get(str(allocation.address))
+            if seconds is not None:
+                cursor = store.cursor(allocation.subnet)
+                store.reserve(allocation._replace(allocated_at=allocation.allocated_at - seconds))
+                store.set_cursor(allocation.subnet, cursor)
+
+
+def table(outcome):
+    """The rows of `db list` as dicts by column name (the lines before the blank line)."""
+    lines = outcome.stdout.split("\n\n")[0].splitlines()
+    header = lines[0].split()
+    return [dict(zip(header, line.split())) for line in lines[1:]]
+
+
+def summary(outcome):
+    """The lines of `db list` after the blank line."""
+    return outcome.stdout.split("\n\n")[1].splitlines()
+
+
+# -- db list --------------------------------------------------------------------------------
+
+def test_list_sorts_by_address_numerically_ipv4_first(plugin):
+    for address in ("2001:db8::10/64", "10.0.0.100/24", "2001:db8::9/64", "10.0.0.9/24", "10.0.0.10/24"):
+        family = 6 if ":" in address else 4
+        subnet = "2001:db8::/64" if family == 6 else "10.0.0.0/24"
+        add(plugin, {f"ipv{family}-subnet": subnet, f"ipv{family}-address": address, "id": address})
+    expected = ["10.0.0.9", "10.0.0.10", "10.0.0.100", "2001:db8::9", "2001:db8::10"]
+    listed = run_db(plugin, ["list"])
+    assert listed.code == 0, listed
+    assert [row["ADDRESS"] for row in table(listed)] == expected
+    assert [a["address"] for a in listing(plugin)["allocations"]] == expected
+
+
+def test_list_ends_with_each_subnets_usage(plugin):
+    for n in range(3):
+        add(plugin, {**DUAL, "id": f"task-{n}"})
+    add(plugin, {"ipv4-subnet": "10.0.0.0/30", "id": "small"})  # .1 is the gateway: one usable address
+    add(plugin, {"ipv4-subnet": "10.0.1.0/24", "id": "gone"})
+    delete(plugin, {"ipv4-subnet": "10.0.1.0/24", "id": "gone"})  # leaves a cursor and nothing held
+    listed = run_db(plugin, ["list"])
+    assert listed.code == 0, listed
+    assert summary(listed) == [
+        f"7 allocation(s) in {plugin.db_path}",
+        "10.0.0.0/30:      1 held of 1 usable (100.0%), cursor 10.0.0.2",
+        "10.0.1.0/24:      0 held of 253 usable (0%), cursor 10.0.1.2",
+        "169.254.172.0/22: 3 held of 1021 usable (0.3%), cursor 169.254.172.4",
+        "fd00:ec2::/64:    3 held of 18446744073709551614 usable (<0.1%), cursor fd00:ec2::4",
+    ]
+    assert listing(plugin)["subnets"] == {
+        "10.0.0.0/30": {"held": 1, "usable": 1, "cursor": "10.0.0.2"},
+        "10.0.1.0/24": {"held": 0, "usable": 253, "cursor": "10.0.1.2"},
+        "169.254.172.0/22": {"held": 3, "usable": 2**10 - 3, "cursor": "169.254.172.4"},
+        "fd00:ec2::/64": {"held": 3, "usable": 2**64 - 2, "cursor": "fd00:ec2::4"},
+    }
+
+
+def test_list_filters_by_id_container_and_subnet(plugin):
+    for n in range(3):
+        add(plugin, {**DUAL, "id": f"task-{n}"}, env={"CNI_CONTAINERID": f"pause-{n}"})
+    add(plugin, {"ipv4-subnet": "10.0.0.0/24"}, env={"CNI_CONTAINERID": "pause-1"})
+
+    def rows(*args):
+        outcome = run_db(plugin, ["list", *args])
+        assert outcome.code == 0, outcome
+        return [(row["ADDRESS"], row["ID"], row["CONTAINER"]) for row in table(outcome)], summary(outcome)
+
+    shown, lines = rows("--id", "task-1")
+    assert shown == [("169.254.172.3", "task-1", "pause-1"), ("fd00:ec2::3", "task-1", "pause-1")]
+    assert lines[0] == f"2 of 7 allocation(s) in {plugin.db_path} match --id task-1"
+    assert len(lines) == 4  # every subnet's line: they count whole subnets
+    shown, _ = rows("--container", "pause-1")
+    assert shown == [("10.0.0.2", "-", "pause-1"), ("169.254.172.3", "task-1", "pause-1"),
+                     ("fd00:ec2::3", "task-1", "pause-1")]
+    shown, lines = rows("--subnet", "fd00:ec2::/64", "--container", "pause-2")
+    assert shown == [("fd00:ec2::4", "task-2", "pause-2")]
+    assert lines[1:] == ["fd00:ec2::/64: 3 held of 18446744073709551614 usable (<0.1%), cursor fd00:ec2::4"]
+    shown, _ = rows("--subnet", "169.254.173.9/22")  # host bits dropped, as in the config
+    assert [address for address, _, _ in shown] == ["169.254.172.2", "169.254.172.3", "169.254.172.4"]
+    as_json = json.loads(run_db(plugin, ["list", "--json", "--subnet", "10.0.0.0/24"]).stdout)
+    assert [a["address"] for a in as_json["allocations"]] == ["10.0.0.2"]
+    assert as_json["subnets"] == {"10.0.0.0/24": {"held": 1, "usable": 253, "cursor": "10.0.0.2"}}
+    assert as_json["cursors"] == {"10.0.0.0/24": "10.0.0.2"}
+
+
+def test_list_names_a_subnet_the_store_does_not_know_and_a_bad_cidr(plugin):
+    add(plugin, {**LINK_LOCAL, "id": "a"})
+    unknown = run_db(plugin, ["list", "--subnet", "169.254.172.0/24"])
+    assert unknown.code == 1 and unknown.stdout == "", unknown
+    assert "--subnet 169.254.172.0/24" in unknown.stderr and "169.254.172.0/22" in unknown.stderr, unknown
+    bad = run_db(plugin, ["list", "--subnet", "169.254.172.0/33"])
+    assert bad.code == 2 and "--subnet" in bad.stderr and "'169.254.172.0/33'" in bad.stderr, bad
+
+
+def test_list_ages_are_human_readable(plugin):
+    for n in range(4):
+        add(plugin, {**LINK_LOCAL, "id": f"task-{n}"})
+    backdate(plugin, {"169.254.172.2": 3 * 86400 + 4 * 3600 + 59, "169.254.172.3": 2 * 3600 + 5 * 60,
+                      "169.254.172.4": 75})
+    ages = [row["AGE"] for row in table(run_db(plugin, ["list"]))]
+    assert ages[:2] == ["3d4h", "2h5m"]
+    assert ages[2] in ("1m15s", "1m16s", "1m17s")  # the list runs a second or two after the backdating
+    assert ages[3] in ("0s", "1s", "2s")
