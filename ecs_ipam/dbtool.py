@@ -9,9 +9,9 @@ import time
 
 from ecs_ipam import allocator
 from ecs_ipam.config import parse_subnet
-from ecs_ipam.errors import ADDRESS_IN_USE, INVALID_CONFIG, CNIError
+from ecs_ipam.errors import ADDRESS_IN_USE, INVALID_CONFIG, IO_FAILURE, CNIError
 from ecs_ipam.disk import open_store
-from ecs_ipam.settings import DEFAULT_PATH, store_settings
+from ecs_ipam.settings import DEFAULT_PATH, parse_duration, store_settings
 
 
 def main(argv, environ):
@@ -62,26 +62,29 @@ def list_allocations(args, path, timeout):
     return 0
 
 
-def _pools(allocations, cursors, only=None):
-    """[(subnet, addresses held from it, its cursor text or None)] for every subnet the store knows,
-    IPv4 first; only the subnet only when given (code 7 when the store knows nothing of it)."""
+def _subnets(allocations, cursors, only=None):
+    """The subnets the store knows (of allocations or cursors), IPv4 first; [only] when given, which
+    must be one of them (else code 7, naming them)."""
     subnets = {a.subnet for a in allocations}
     for text in cursors:
         try:
             subnets.add(ipaddress.ip_network(text))
         except ValueError:
             pass  # a damaged key: `ecs-ipam db check` names it
-    if only is not None:
-        if only not in subnets:
-            known = ", ".join(str(s) for s in sorted(subnets, key=_subnet_order)) or "none"
-            raise CNIError(INVALID_CONFIG, f"--subnet {only}: the store has no allocation and no cursor from it",
-                           f"its subnets: {known}")
-        subnets = {only}
+    if only is not None and only not in subnets:
+        known = ", ".join(str(s) for s in sorted(subnets, key=_subnet_order)) or "none"
+        raise CNIError(INVALID_CONFIG, f"--subnet {only}: the store has no allocation and no cursor from it",
+                       f"its subnets: {known}")
+    return [only] if only is not None else sorted(subnets, key=_subnet_order)
+
+
+def _pools(allocations, cursors, only=None):
+    """[(subnet, addresses held from it, its cursor text or None)] for each of _subnets()."""
     held = {}
     for allocation in allocations:
         held[allocation.subnet] = held.get(allocation.subnet, 0) + 1
     return [(subnet, held.get(subnet, 0), cursors.get(str(subnet)))
-            for subnet in sorted(subnets, key=_subnet_order)]
+            for subnet in _subnets(allocations, cursors, only)]
 
 
 def _percent(held, usable):
@@ -110,6 +113,62 @@ def release(args, path, timeout):
     for allocation in released:
         print(f"released {allocation.address} (id {allocation.id or '-'}, container {allocation.container or '-'})")
     return 0
+
+
+def gc(args, path, timeout):
+    """Release every allocation whose id the keep list does not name, in one commit (README: the recipes)."""
+    keep = _keep_ids(args.keep_ids)
+    now = int(time.time())
+    with open_store(path, timeout, writable=not args.dry_run) as store:
+        allocations = store.allocations()
+        _subnets(allocations, store.cursors(), args.subnet)
+        considered = [a for a in allocations if a.id is not None and args.subnet in (None, a.subnet)]
+        unlisted = [a for a in considered if a.id not in keep]
+        doomed = [a for a in unlisted if now - a.allocated_at >= args.older_than]
+        holders = {a.id for a in considered}
+        if doomed and not holders & keep and not args.allow_all:
+            where = f" from {args.subnet}" if args.subnet is not None else ""
+            raise CNIError(INVALID_CONFIG,
+                           f"the keep list names none of the {len(holders)} id(s) holding addresses{where}, so gc "
+                           f"would release all {len(doomed)} of their allocation(s): refused, nothing was released",
+                           f"{len(keep)} id(s) read from {_file_name(args.keep_ids)}; an empty list, another host's "
+                           "ids, or ids with a trailing '/'? Add --allow-all if every one of them is really gone")
+        for allocation in doomed if not args.dry_run else ():
+            store.release(allocation.address)
+    verb = "would release" if args.dry_run else "released"
+    for allocation in doomed:
+        print(f"{verb} {allocation.address} (id {allocation.id}, age {_age(now - allocation.allocated_at)})")
+    kept = [f"{len(considered) - len(unlisted)} whose id is listed"]
+    if len(unlisted) > len(doomed):
+        kept.append(f"{len(unlisted) - len(doomed)} younger than {_age(int(args.older_than))}")
+    anonymous = sum(1 for a in allocations if a.id is None and args.subnet in (None, a.subnet))
+    if anonymous:
+        kept.append(f"{anonymous} without an id (gc never touches those)")
+    print(f"{verb} {len(doomed)} allocation(s) in {path}; kept {', '.join(kept)}"
+          + ("; dry run: nothing was changed" if args.dry_run else ""))
+    return 0
+
+
+def _keep_ids(name):
+    """The ids listed in file name ("-": standard input): one a line, surrounding whitespace and blank lines ignored."""
+    try:
+        if name == "-":
+            data = sys.stdin.buffer.read()
+        else:
+            with open(name, "rb") as listed:
+                data = listed.read()
+    except OSError as err:
+        raise CNIError(IO_FAILURE, f"--keep-ids {name}: cannot read it: {err.strerror}")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        raise CNIError(INVALID_CONFIG, f"--keep-ids {_file_name(name)}: line {line} is not UTF-8 text")
+    return {line.strip() for line in text.split("\n") if line.strip()}
+
+
+def _file_name(name):
+    return "standard input" if name == "-" else name
 
 
 def check(args, path, timeout):
@@ -201,6 +260,16 @@ def _pool_flag(text):
         raise argparse.ArgumentTypeError(f"{text!r} is not a CIDR block")
 
 
+def _duration_flag(text):
+    """An argparse type: seconds from a Go duration ("10m", "1h30m") or a number of seconds."""
+    try:
+        if text.strip():
+            return parse_duration("--older-than", text)
+    except CNIError as err:
+        raise argparse.ArgumentTypeError(err.msg)
+    raise argparse.ArgumentTypeError(f"{text!r} is not a duration")
+
+
 def _subnet_order(subnet):
     return subnet.version, subnet
 
@@ -242,6 +311,23 @@ def _parser():
     releasing.add_argument("address", nargs="?", metavar="ADDRESS")
     releasing.add_argument("--id", metavar="ID")
     releasing.set_defaults(run=release)
+    collecting = commands.add_parser(
+        "gc", help="release every allocation whose id is not in a list of the live ones",
+        description="Release, in one commit under the plugin's lock, every allocation whose id the keep list "
+                    "does not name, and print each (address, id, age). Allocations without an id are never "
+                    "touched. A keep list that names none of the ids holding addresses (an empty list, another "
+                    "host's) is refused unless --allow-all. The README gives the recipes for the live ids: ENI "
+                    "MAC addresses on the classic ECS agent, /var/run/netns/* paths with netlib.")
+    collecting.add_argument("--keep-ids", metavar="FILE", required=True,
+                            help="the live ids, one a line; - reads standard input")
+    collecting.add_argument("--dry-run", action="store_true", help="print what would be released; change nothing")
+    collecting.add_argument("--older-than", metavar="DURATION", type=_duration_flag, default=0.0,
+                            help="spare allocations younger than this (a Go duration: 10m, 1h30m); default 0")
+    collecting.add_argument("--subnet", metavar="CIDR", type=_pool_flag,
+                            help="only the allocations made from this subnet (as configured)")
+    collecting.add_argument("--allow-all", action="store_true",
+                            help="release even when the keep list names none of the ids holding addresses")
+    collecting.set_defaults(run=gc)
     checking = commands.add_parser("check", help="verify the store's integrity")
     checking.set_defaults(run=check)
     importing = commands.add_parser("import-bolt", help="carry the Go plugin's allocations over from its BoltDB file")
@@ -251,6 +337,6 @@ def _parser():
     importing.add_argument("--ipv6-subnet", metavar="CIDR", type=_subnet_flag(6),
                            help="the subnet its IPv6 addresses were allocated from")
     importing.set_defaults(run=import_bolt)
-    for sub in (listing, releasing, checking, importing):
+    for sub in (listing, releasing, collecting, checking, importing):
         sub.add_argument("--db", metavar="PATH", default=argparse.SUPPRESS, help="the store")
     return parser

@@ -118,3 +118,152 @@ def test_list_ages_are_human_readable(plugin):
     assert ages[:2] == ["3d4h", "2h5m"]
     assert ages[2] in ("1m15s", "1m16s", "1m17s")  # the list runs a second or two after the backdating
     assert ages[3] in ("0s", "1s", "2s")
+
+
+# -- db gc ----------------------------------------------------------------------------------
+
+MACS = ["0a:1b:2c:3d:4e:01", "0a:1b:2c:3d:4e:02", "0a:1b:2c:3d:4e:03", "0a:1b:2c:3d:4e:04"]
+
+
+def classic_host(plugin):
+    """Four classic-agent tasks (ENI MAC ids) and one allocation without an id: {address: id or None}."""
+    held = {}
+    for n, mac in enumerate(MACS):
+        held[add_address(plugin, {**LINK_LOCAL, "id": mac}, env={"CNI_CONTAINERID": f"{n:064x}"})] = mac
+    held[add_address(plugin, LINK_LOCAL, env={"CNI_CONTAINERID": "anonymous"})] = None
+    return held
+
+
+def journal_records(plugin):
+    journal = plugin.db_path.parent / (plugin.db_path.name + ".journal")
+    return journal.read_bytes().count(b"\n") if journal.exists() else 0
+
+
+def test_gc_releases_every_allocation_whose_id_is_not_listed_in_one_commit(plugin):
+    held = classic_host(plugin)
+    assert list(held) == ["169.254.172.2", "169.254.172.3", "169.254.172.4", "169.254.172.5", "169.254.172.6"]
+    records = journal_records(plugin)
+    # As an operator's pipe may deliver it: CRLF, blank lines, a stray space, an id of another host.
+    keep = f"{MACS[1]}\r\n\n  {MACS[3]} \n0a:1b:2c:3d:4e:99\n".encode()
+    outcome = run_db(plugin, ["gc", "--keep-ids", "-"], stdin=keep)
+    assert outcome.code == 0, outcome
+    assert outcome.stdout.splitlines() == [
+        f"released 169.254.172.2 (id {MACS[0]}, age 0s)",
+        f"released 169.254.172.4 (id {MACS[2]}, age 0s)",
+        f"released 2 allocation(s) in {plugin.db_path}; kept 2 whose id is listed, "
+        "1 without an id (gc never touches those)",
+    ]
+    assert sorted(a["address"] for a in listing(plugin)["allocations"]) == \
+        ["169.254.172.3", "169.254.172.5", "169.254.172.6"]
+    assert journal_records(plugin) == records + 1
+
+
+def test_gc_reads_the_keep_list_from_a_file(plugin, tmp_path):
+    classic_host(plugin)
+    keep = tmp_path / "live-ids"
+    keep.write_text("\n".join(MACS[:3]) + "\n")
+    outcome = run_db(plugin, ["gc", "--keep-ids", str(keep)])
+    assert outcome.code == 0, outcome
+    assert outcome.stdout.splitlines()[0] == f"released 169.254.172.5 (id {MACS[3]}, age 0s)"
+    assert len(listing(plugin)["allocations"]) == 4
+
+
+def test_gc_dry_run_prints_what_would_go_and_changes_nothing(plugin):
+    classic_host(plugin)
+    before = store_files(plugin)
+    outcome = run_db(plugin, ["gc", "--keep-ids", "-", "--dry-run"], stdin=MACS[0].encode())
+    assert outcome.code == 0, outcome
+    assert outcome.stdout.splitlines() == [
+        f"would release 169.254.172.3 (id {MACS[1]}, age 0s)",
+        f"would release 169.254.172.4 (id {MACS[2]}, age 0s)",
+        f"would release 169.254.172.5 (id {MACS[3]}, age 0s)",
+        f"would release 3 allocation(s) in {plugin.db_path}; kept 1 whose id is listed, "
+        "1 without an id (gc never touches those); dry run: nothing was changed",
+    ]
+    assert store_files(plugin) == before
+
+
+def test_gc_older_than_spares_young_allocations(plugin):
+    classic_host(plugin)
+    backdate(plugin, {"169.254.172.2": 3600, "169.254.172.3": 11 * 60, "169.254.172.6": 86400})
+    outcome = run_db(plugin, ["gc", "--keep-ids", "-", "--older-than", "10m"], stdin=MACS[3].encode())
+    assert outcome.code == 0, outcome
+    assert outcome.stdout.splitlines() == [
+        f"released 169.254.172.2 (id {MACS[0]}, age 1h)",
+        f"released 169.254.172.3 (id {MACS[1]}, age 11m)",
+        f"released 2 allocation(s) in {plugin.db_path}; kept 1 whose id is listed, 1 younger than 10m, "
+        "1 without an id (gc never touches those)",
+    ]
+    assert sorted(a["address"] for a in listing(plugin)["allocations"]) == \
+        ["169.254.172.4", "169.254.172.5", "169.254.172.6"]
+
+
+def test_gc_subnet_limits_it_to_one_pool(plugin):
+    for name in ("a", "b"):
+        add(plugin, {**DUAL, "id": f"/var/run/netns/task-{name}-eth1"}, env={"CNI_CONTAINERID": "container-id"})
+    outcome = run_db(plugin, ["gc", "--keep-ids", "-", "--subnet", "fd00:ec2::/64"],
+                     stdin=b"/var/run/netns/task-a-eth1\n")
+    assert outcome.code == 0, outcome
+    assert outcome.stdout.splitlines()[0] == "released fd00:ec2::3 (id /var/run/netns/task-b-eth1, age 0s)"
+    assert sorted(a["address"] for a in listing(plugin)["allocations"]) == \
+        ["169.254.172.2", "169.254.172.3", "fd00:ec2::2"]
+
+
+@pytest.mark.parametrize("keep", [b"", b"\n\n", b"0a:1b:2c:3d:4e:01/\n0a:1b:2c:3d:4e:02/\n"])
+@pytest.mark.parametrize("dry_run", [[], ["--dry-run"]])
+def test_gc_refuses_a_keep_list_that_spares_nothing_unless_allow_all(plugin, keep, dry_run):
+    """An empty list (a recipe that printed nothing) or one that names no holder (IMDS's trailing '/')."""
+    classic_host(plugin)
+    before = store_files(plugin)
+    refused = run_db(plugin, ["gc", "--keep-ids", "-", *dry_run], stdin=keep)
+    assert refused.code == 1 and refused.stdout == "", refused
+    assert "names none of the 4 id(s) holding addresses" in refused.stderr, refused
+    assert "would release all 4" in refused.stderr and "--allow-all" in refused.stderr, refused
+    assert store_files(plugin) == before
+    allowed = run_db(plugin, ["gc", "--keep-ids", "-", "--allow-all", *dry_run], stdin=keep)
+    assert allowed.code == 0, allowed
+    remaining = [a["address"] for a in listing(plugin)["allocations"]]
+    assert remaining == (["169.254.172.2", "169.254.172.3", "169.254.172.4", "169.254.172.5", "169.254.172.6"]
+                         if dry_run else ["169.254.172.6"])  # the one without an id stays
+
+
+def test_gc_with_nothing_to_release_needs_no_allow_all(plugin):
+    add(plugin, LINK_LOCAL, env={"CNI_CONTAINERID": "anonymous"})
+    outcome = run_db(plugin, ["gc", "--keep-ids", "-"], stdin=b"")
+    assert outcome.code == 0, outcome
+    assert outcome.stdout == (f"released 0 allocation(s) in {plugin.db_path}; kept 0 whose id is listed, "
+                              "1 without an id (gc never touches those)\n")
+
+
+@pytest.mark.parametrize("args, stdin, code, fragments", [
+    ([], b"", 2, ["--keep-ids"]),
+    (["--keep-ids", "/nonexistent/live-ids"], b"", 1, ["--keep-ids /nonexistent/live-ids", "No such file"]),
+    (["--keep-ids", "-"], b"0a:1b:2c:3d:4e:01\n\xff\xfe\n", 1, ["--keep-ids standard input", "line 2", "UTF-8"]),
+    (["--keep-ids", "-", "--older-than", "10 minutes"], b"x\n", 2, ["--older-than", "'10 minutes'"]),
+    (["--keep-ids", "-", "--older-than=-5m"], b"x\n", 2, ["--older-than", "'-5m'"]),
+    (["--keep-ids", "-", "--older-than", ""], b"x\n", 2, ["--older-than", "''"]),
+    (["--keep-ids", "-", "--subnet", "169.254.172.0/24"], b"x\n", 1, ["--subnet 169.254.172.0/24",
+                                                                     "169.254.172.0/22"]),
+    (["--keep-ids", "-", "--subnet", "nonsense"], b"x\n", 2, ["--subnet", "'nonsense'"]),
+])
+def test_gc_bad_input_is_named_and_changes_nothing(plugin, args, stdin, code, fragments):
+    classic_host(plugin)
+    before = store_files(plugin)
+    outcome = run_db(plugin, ["gc", *args], stdin=stdin)
+    assert outcome.code == code and outcome.stdout == "", outcome
+    for fragment in fragments:
+        assert fragment in outcome.stderr, (fragment, outcome)
+    assert store_files(plugin) == before
+
+
+def test_gc_waits_for_the_plugins_lock(plugin):
+    import fcntl
+
+    classic_host(plugin)
+    before = store_files(plugin)
+    with open(str(plugin.db_path) + ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        outcome = run_db(plugin, ["gc", "--keep-ids", "-"], env={"IPAM_DB_CONNECTION_TIMEOUT": "200ms"},
+                         stdin=MACS[0].encode())
+    assert outcome.code == 1 and "timed out" in outcome.stderr and "lock" in outcome.stderr, outcome
+    assert store_files(plugin) == before
