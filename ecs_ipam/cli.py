@@ -9,11 +9,38 @@ from ecs_ipam.errors import (DECODE_FAILURE, INTERNAL_ERROR, INVALID_ENVIRONMENT
 from ecs_ipam.versions import NEWEST
 
 USAGE = """\
-ecs-ipam is a CNI IPAM plugin: a runtime runs it with CNI_COMMAND (ADD, DEL, CHECK, VERSION, GC,
-STATUS) and friends in the environment and the network config on stdin.
-  ecs-ipam --version | --capabilities
-  ecs-ipam db list [--json] | db release ADDRESS | db release --id ID | db check   [--db PATH]
-  ecs-ipam db import-bolt GO_PLUGIN_FILE [--ipv4-subnet CIDR] [--ipv6-subnet CIDR]   [--db PATH]
+usage: CNI_COMMAND=ADD|DEL|CHECK|GC|STATUS|VERSION ecs-ipam < NETWORK_CONFIG
+       ecs-ipam --version | --capabilities | --help
+       ecs-ipam db list|gc|release|check|import-bolt ...   (ecs-ipam db --help)
+"""
+HELP = f"""\
+ecs-ipam: the Amazon ECS IPAM plugin for CNI, in standard-library Python (a drop-in for the Go
+plugin). It hands out IPv4 and IPv6 addresses from the subnets of the config's ipam section and
+remembers who holds them in a local store.
+
+{USAGE}
+A runtime (ecs-bridge, the CNI bridge plugin, any CNI runtime) runs it once per call:
+CNI_COMMAND in the environment, the network config on stdin, the result as JSON on stdout; a
+failure is a CNI error object on stdout and exit status 1.
+
+Environment:
+  CNI_COMMAND                   ADD, DEL, CHECK, GC, STATUS or VERSION (required)
+  CNI_CONTAINERID, CNI_IFNAME   recorded with each allocation; DEL, CHECK and GC find it by them
+  CNI_NETNS, CNI_PATH, CNI_ARGS accepted, not used
+  IPAM_DB_PATH                  the store (default {settings.DEFAULT_PATH})
+  IPAM_DB_CONNECTION_TIMEOUT    how long to wait for the store's lock: 5s, 300ms, 1m30s or
+                                seconds (default 5s; 0 waits forever)
+
+--version prints the version as JSON (what the ECS agent parses); --capabilities prints
+{{"capabilities": ["awsvpc-network-mode"]}}. Go's one-dash spellings (-version) work too.
+
+Operator tools (they take the plugin's lock; each has --help; all take --db PATH, default
+$IPAM_DB_PATH, else {settings.DEFAULT_PATH}):
+  ecs-ipam db list [--json] [--id ID] [--container ID] [--subnet CIDR]
+  ecs-ipam db gc --keep-ids FILE|- [--dry-run] [--older-than DURATION] [--subnet CIDR] [--allow-all]
+  ecs-ipam db release ADDRESS | db release --id ID
+  ecs-ipam db check
+  ecs-ipam db import-bolt GO_PLUGIN_FILE [--ipv4-subnet CIDR] [--ipv6-subnet CIDR]
 """
 CAPABILITIES = {"capabilities": ["awsvpc-network-mode"]}
 
@@ -38,7 +65,7 @@ def respond(environ, read_stdin, warn):
 
         command = environ.get("CNI_COMMAND")
         if not command:
-            warn(USAGE.rstrip("\n"))
+            warn(USAGE + "(ecs-ipam --help says more)")
             raise CNIError(INVALID_ENVIRONMENT, "required environment variable CNI_COMMAND is missing")
         if command not in commands.HANDLERS:
             raise CNIError(INVALID_ENVIRONMENT, f"CNI_COMMAND {command!r} is not a CNI command",
@@ -117,14 +144,22 @@ def _silence_stdout():
 
 
 def _subcommand(argv):
-    if argv == ["--version"]:
+    flag = _flag(argv)
+    if flag == "version":
         from ecs_ipam import version
 
         _write({"version": version.VERSION, "dirty": version.DIRTY,
                 "gitShortHash": version.GIT_SHORT_HASH, "built": version.BUILT})
         return 0
-    if argv == ["--capabilities"]:
+    if flag == "capabilities":
         _write(CAPABILITIES)
+        return 0
+    if flag in ("help", "h"):
+        try:
+            sys.stdout.write(HELP)
+            sys.stdout.flush()
+        except (OSError, ValueError, AttributeError):
+            _silence_stdout()
         return 0
     if argv[0] == "db":
         from ecs_ipam import dbtool
@@ -136,5 +171,12 @@ def _subcommand(argv):
         except BrokenPipeError:
             _silence_stdout()
             return 1
-    _warn(f"ecs-ipam: unknown arguments {' '.join(argv)!r}\n{USAGE}")
+    _warn(f"ecs-ipam: unknown arguments {' '.join(argv)!r}\n{USAGE}(ecs-ipam --help says more)")
     return 2
+
+
+def _flag(argv):
+    """The name of a lone -name or --name argument (Go's flag package, which the Go plugin uses, takes both)."""
+    if len(argv) != 1 or not argv[0].startswith("-"):
+        return None
+    return argv[0][2:] if argv[0].startswith("--") else argv[0][1:]

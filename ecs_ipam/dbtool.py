@@ -291,14 +291,18 @@ def _age(seconds):
 
 
 def _parser():
-    parser = argparse.ArgumentParser(prog="ecs-ipam db", description="Inspect and repair the ecs-ipam store.")
+    parser = argparse.ArgumentParser(prog="ecs-ipam db", description="Inspect and repair the ecs-ipam store.",
+                                     epilog="Each COMMAND has --help.")
     parser.add_argument("--db", metavar="PATH", help=f"the store (default: $IPAM_DB_PATH, else {DEFAULT_PATH})")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     listing = commands.add_parser(
         "list", help="every allocation, and each subnet's usage and cursor",
-        description="Every allocation (address, id, container, ifname, subnet, age) in address order, IPv4 "
-                    "first; then one line per subnet: addresses held, usable (the gateway aside), percent held, "
-                    "and the cursor. The filters select allocations; the subnet lines count whole subnets.")
+        formatter_class=argparse.RawDescriptionHelpFormatter, description="""\
+Every allocation (address, id, container, ifname, subnet, age) in address order,
+IPv4 first; then one line per subnet: the addresses held, how many are usable
+(the gateway aside), the percentage held, and the cursor (the last address
+allocated or released there). The filters select allocations; the subnet lines
+count whole subnets.""")
     listing.add_argument("--json", action="store_true",
                          help='print JSON: {"allocations": [...], "cursors": {...}, "subnets": '
                               '{CIDR: {"held", "usable", "cursor"}}}')
@@ -313,11 +317,15 @@ def _parser():
     releasing.set_defaults(run=release)
     collecting = commands.add_parser(
         "gc", help="release every allocation whose id is not in a list of the live ones",
-        description="Release, in one commit under the plugin's lock, every allocation whose id the keep list "
-                    "does not name, and print each (address, id, age). Allocations without an id are never "
-                    "touched. A keep list that names none of the ids holding addresses (an empty list, another "
-                    "host's) is refused unless --allow-all. The README gives the recipes for the live ids: ENI "
-                    "MAC addresses on the classic ECS agent, /var/run/netns/* paths with netlib.")
+        formatter_class=argparse.RawDescriptionHelpFormatter, description="""\
+Release every allocation whose id the keep list does not name, in one commit
+under the plugin's lock, and print each (address, id, age). Allocations without
+an id are never touched. A keep list that names none of the ids holding
+addresses (an empty list, another host's ids) is refused unless --allow-all.
+
+The live ids: ENI MAC addresses on the classic ECS agent (the instance metadata
+service lists them under network/interfaces/macs/), the /var/run/netns/* paths
+with the agent's netlib. The README gives both recipes.""")
     collecting.add_argument("--keep-ids", metavar="FILE", required=True,
                             help="the live ids, one a line; - reads standard input")
     collecting.add_argument("--dry-run", action="store_true", help="print what would be released; change nothing")

@@ -114,13 +114,18 @@ class Run:
         return f"<exit {self.code} stdout={self.stdout!r} stderr={self.stderr!r}>"
 
 
-def run_db(plugin, args, env=None, stdin=b""):
-    """`ecs-ipam db ARGS` in the minimal environment the plugin fixture uses, on its store."""
+def run_args(plugin, args, env=None, stdin=b""):
+    """The artifact with ARGS (no CNI_COMMAND) in the minimal environment the plugin fixture uses, on its store."""
     environ = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "IPAM_DB_PATH": str(plugin.db_path), **(env or {})}
     if "SHIV_ROOT" in os.environ:
         environ["SHIV_ROOT"] = os.environ["SHIV_ROOT"]
-    return Run(subprocess.run([str(plugin.artifact), "db", *args], env=environ, capture_output=True,
+    return Run(subprocess.run([str(plugin.artifact), *args], env=environ, capture_output=True,
                               input=stdin, timeout=60, cwd="/"))
+
+
+def run_db(plugin, args, env=None, stdin=b""):
+    """`ecs-ipam db ARGS`, as run_args."""
+    return run_args(plugin, ["db", *args], env, stdin)
 
 
 def store_files(plugin):
