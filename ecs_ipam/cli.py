@@ -2,6 +2,7 @@
 
 import os
 import sys
+from collections import namedtuple
 
 from ecs_ipam import jsontext, settings
 from ecs_ipam.errors import (DECODE_FAILURE, INTERNAL_ERROR, INVALID_ENVIRONMENT, IO_FAILURE,
@@ -30,6 +31,11 @@ Environment:
   IPAM_DB_PATH                  the store (default {settings.DEFAULT_PATH})
   IPAM_DB_CONNECTION_TIMEOUT    how long to wait for the store's lock: 5s, 300ms, 1m30s or
                                 seconds (default 5s; 0 waits forever)
+  ECS_CNI_LOG_FILE              the call log: a line per ADD, DEL or GC that changes the store
+                                and per error (default {settings.DEFAULT_LOG_FILE} when its
+                                directory exists)
+  ECS_CNI_LOGLEVEL              the call log's level: trace, debug, info, warn, error, critical
+                                or off (default info; changes are info, errors error)
 
 --version prints the version as JSON (what the ECS agent parses); --capabilities prints
 {{"capabilities": ["awsvpc-network-mode"]}}. Go's one-dash spellings (-version) work too.
@@ -45,21 +51,31 @@ $IPAM_DB_PATH, else {settings.DEFAULT_PATH}):
 CAPABILITIES = {"capabilities": ["awsvpc-network-mode"]}
 
 
+# One CNI call: the JSON to print (or None) and the exit code; for the call log, who called (the
+# command, the config's id, CNI_CONTAINERID and CNI_IFNAME, None when absent), what the call
+# committed to the store ([(verb, Allocation)], see Store.changes) and the CNIError it failed with.
+Call = namedtuple("Call", "output code command id container ifname changes error")
+
+
 def main():
     argv = sys.argv[1:]
     if argv:
         sys.exit(_subcommand(argv))
     try:
-        output, code = respond(os.environ, _read_stdin, _warn)
+        call = respond(os.environ, _read_stdin, _warn)
     except KeyboardInterrupt:
         sys.exit(130)
-    _write(output)
-    sys.exit(code)
+    _write(call.output)
+    if call.changes or call.error is not None:
+        _log(os.environ, call)
+    sys.exit(call.code)
 
 
 def respond(environ, read_stdin, warn):
-    """Run one CNI call: return (the JSON object to print or None, the exit code)."""
+    """Run one CNI call: return its Call."""
     cni_version = NEWEST
+    holder = None
+    sessions = []  # every store session the command opened, for what they committed
     try:
         from ecs_ipam import commands, config, versions
 
@@ -71,26 +87,49 @@ def respond(environ, read_stdin, warn):
             raise CNIError(INVALID_ENVIRONMENT, f"CNI_COMMAND {command!r} is not a CNI command",
                            f"expected one of {', '.join(commands.HANDLERS)}")
         if command == "VERSION":  # ignores stdin (which may be absent), the store and its settings
-            return commands.version(None), 0
-        doc = config.decode(_text(read_stdin()))
-        cni_version = config.cni_version_of(doc)
-        versions.require_command_allowed(command, cni_version)
-        for key in config.unknown_ipam_keys(doc):
-            warn(f"ecs-ipam: warning: ignoring unknown ipam key {key!r} (a typo?)")
-        path, timeout = settings.store_settings(environ)
+            output = commands.version(None)
+        else:
+            doc = config.decode(_text(read_stdin()))
+            holder = config.id_of(doc)
+            cni_version = config.cni_version_of(doc)
+            versions.require_command_allowed(command, cni_version)
+            for key in config.unknown_ipam_keys(doc):
+                warn(f"ecs-ipam: warning: ignoring unknown ipam key {key!r} (a typo?)")
+            path, timeout = settings.store_settings(environ)
 
-        def session(writable=True):
-            from ecs_ipam.disk import open_store
+            def session(writable=True):
+                from ecs_ipam.disk import open_store
 
-            return open_store(path, timeout, writable)
+                sessions.append(open_store(path, timeout, writable))
+                return sessions[-1]
 
-        request = commands.Request(command, cni_version, _env_text(environ, "CNI_CONTAINERID"),
-                                   _env_text(environ, "CNI_IFNAME"), doc, session, warn)
-        return commands.HANDLERS[command](request), 0
+            request = commands.Request(command, cni_version, _env_text(environ, "CNI_CONTAINERID"),
+                                       _env_text(environ, "CNI_IFNAME"), doc, session, warn)
+            output = commands.HANDLERS[command](request)
+        code, error = 0, None
     except CNIError as err:
-        return err.to_json(cni_version), 1
+        output, code, error = err.to_json(cni_version), 1, err
     except Exception as err:  # a bug: still a CNI error, never a traceback
-        return CNIError(INTERNAL_ERROR, f"internal error: {type(err).__name__}: {err}").to_json(cni_version), 1
+        error = CNIError(INTERNAL_ERROR, f"internal error: {type(err).__name__}: {err}")
+        output, code = error.to_json(cni_version), 1
+    return Call(output, code, environ.get("CNI_COMMAND") or None, holder, environ.get("CNI_CONTAINERID") or None,
+                environ.get("CNI_IFNAME") or None, [change for s in sessions for change in s.committed], error)
+
+
+def _log(environ, call):
+    """Append the call's line to the call log; failing to is a warning on stderr, never the call's failure."""
+    path = None
+    try:
+        path, level = settings.log_settings(environ)
+        if path is not None:
+            from ecs_ipam import calllog
+
+            line = calllog.line(call, level)
+            if line is not None:
+                calllog.append(path, line)
+    except Exception as err:
+        reason = getattr(err, "strerror", None) or f"{type(err).__name__}: {err}"
+        _warn(f"ecs-ipam: warning: cannot write the call log {path}: {reason}")
 
 
 def _env_text(environ, name):

@@ -40,7 +40,8 @@ class open_store:
 
     timeout is in seconds (0 waits forever). With writable=False nothing is ever
     written or created, and a store that does not exist reads as empty.
-    An exception inside the block discards every change made in it.
+    An exception inside the block discards every change made in it. Once the block
+    has committed, ``committed`` lists what it allocated and released (Store.changes).
     """
 
     def __init__(self, path, timeout, writable=True):
@@ -51,6 +52,8 @@ class open_store:
         self.writable = writable
         self._lock_fd = None
         self._tables = None
+        self._store = None
+        self.committed = []
 
     def __enter__(self):
         try:
@@ -61,7 +64,8 @@ class open_store:
                 _make_directories(os.path.dirname(os.path.abspath(self.path)))
             self._lock_fd = _lock(self.path + ".lock", self.timeout, self.writable)
             self._tables = _DiskTables(self.path)
-            return Store(self._tables)
+            self._store = Store(self._tables)
+            return self._store
         except OSError as err:
             self._close()
             raise _io_error(self.path, err)
@@ -73,6 +77,7 @@ class open_store:
         try:
             if exc_type is None and self.writable and isinstance(self._tables, _DiskTables):
                 self._tables.commit()
+                self.committed = self._store.changes
         except OSError as err:
             raise _io_error(self.path, err)
         finally:

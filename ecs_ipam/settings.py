@@ -1,8 +1,14 @@
-"""The store's settings from the environment: IPAM_DB_PATH and IPAM_DB_CONNECTION_TIMEOUT."""
+"""Settings from the environment: the store's (IPAM_DB_PATH, IPAM_DB_CONNECTION_TIMEOUT) and the call log's."""
+
+import os
 
 from ecs_ipam.errors import INVALID_ENVIRONMENT, CNIError
 
 DEFAULT_PATH = "/data/eni-ipam.db"  # as the Go plugin
+# As the Go plugin: inside the ECS agent's container, /log is the host's /var/log/ecs.
+DEFAULT_LOG_FILE = "/log/ecs-cni-ipam-plugin.log"
+LOG_LEVELS = ("trace", "debug", "info", "warn", "error", "critical", "off")  # seelog's, least severe first
+DEFAULT_LOG_LEVEL = "info"
 DEFAULT_TIMEOUT = 5.0
 # Go's time.Duration is int64 nanoseconds (about 292 years); the lock timer cannot take more either.
 LONGEST_TIMEOUT = (2**63 - 1) // 10**9
@@ -14,6 +20,17 @@ def store_settings(environ, path=None):
     """(store path, lock timeout in seconds): path if given, else IPAM_DB_PATH, else the default."""
     timeout = parse_duration("IPAM_DB_CONNECTION_TIMEOUT", environ.get("IPAM_DB_CONNECTION_TIMEOUT"))
     return path or environ.get("IPAM_DB_PATH") or DEFAULT_PATH, timeout
+
+
+def log_settings(environ, default_file=DEFAULT_LOG_FILE):
+    """(call log path or None, level): ECS_CNI_LOG_FILE, else default_file when its directory exists
+    (never created); ECS_CNI_LOGLEVEL, info when unset or unknown. Level off gives no path."""
+    level = (environ.get("ECS_CNI_LOGLEVEL") or "").strip().lower()
+    level = level if level in LOG_LEVELS else DEFAULT_LOG_LEVEL
+    path = environ.get("ECS_CNI_LOG_FILE") or None
+    if path is None and os.path.isdir(os.path.dirname(default_file)):
+        path = default_file
+    return (None if level == "off" else path), level
 
 
 def parse_duration(name, text):

@@ -50,7 +50,8 @@ def environ(db_path, command, container=None):
 
 def respond(db_path, command, doc, container=None):
     """One CNI call in this process, through the plugin's own entry point: (JSON output, exit code)."""
-    return cli.respond(environ(db_path, command, container), lambda: json.dumps(doc).encode(), lambda line: None)
+    call = cli.respond(environ(db_path, command, container), lambda: json.dumps(doc).encode(), lambda line: None)
+    return call.output, call.code
 
 
 def add(db_path, holder_id=None, container=None, v6=False):
@@ -275,8 +276,8 @@ def instrument(name):
     setattr(os, name, operation)
 for name in ("open", "write", "fsync", "ftruncate", "lseek", "sendfile", "rename", "unlink", "close"):
     instrument(name)
-output, code = cli.respond(env, lambda: stdin, lambda line: None)
-sys.stdout.write(json.dumps({"output": output, "code": code, "points": points[0]}))
+call = cli.respond(env, lambda: stdin, lambda line: None)
+sys.stdout.write(json.dumps({"output": call.output, "code": call.code, "points": points[0]}))
 """
 
 

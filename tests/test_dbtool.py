@@ -125,12 +125,14 @@ def test_list_ages_are_human_readable(plugin):
 MACS = ["0a:1b:2c:3d:4e:01", "0a:1b:2c:3d:4e:02", "0a:1b:2c:3d:4e:03", "0a:1b:2c:3d:4e:04"]
 
 
-def classic_host(plugin):
-    """Four classic-agent tasks (ENI MAC ids) and one allocation without an id: {address: id or None}."""
+def classic_host(plugin, age=86400):
+    """Four classic-agent tasks (ENI MAC ids) and one allocation without an id, made age seconds ago
+    (a day: shown as 1d however long the test takes): {address: id or None}."""
     held = {}
     for n, mac in enumerate(MACS):
         held[add_address(plugin, {**LINK_LOCAL, "id": mac}, env={"CNI_CONTAINERID": f"{n:064x}"})] = mac
     held[add_address(plugin, LINK_LOCAL, env={"CNI_CONTAINERID": "anonymous"})] = None
+    backdate(plugin, {address: age for address in held})
     return held
 
 
@@ -148,8 +150,8 @@ def test_gc_releases_every_allocation_whose_id_is_not_listed_in_one_commit(plugi
     outcome = run_db(plugin, ["gc", "--keep-ids", "-"], stdin=keep)
     assert outcome.code == 0, outcome
     assert outcome.stdout.splitlines() == [
-        f"released 169.254.172.2 (id {MACS[0]}, age 0s)",
-        f"released 169.254.172.4 (id {MACS[2]}, age 0s)",
+        f"released 169.254.172.2 (id {MACS[0]}, age 1d)",
+        f"released 169.254.172.4 (id {MACS[2]}, age 1d)",
         f"released 2 allocation(s) in {plugin.db_path}; kept 2 whose id is listed, "
         "1 without an id (gc never touches those)",
     ]
@@ -164,7 +166,7 @@ def test_gc_reads_the_keep_list_from_a_file(plugin, tmp_path):
     keep.write_text("\n".join(MACS[:3]) + "\n")
     outcome = run_db(plugin, ["gc", "--keep-ids", str(keep)])
     assert outcome.code == 0, outcome
-    assert outcome.stdout.splitlines()[0] == f"released 169.254.172.5 (id {MACS[3]}, age 0s)"
+    assert outcome.stdout.splitlines()[0] == f"released 169.254.172.5 (id {MACS[3]}, age 1d)"
     assert len(listing(plugin)["allocations"]) == 4
 
 
@@ -174,9 +176,9 @@ def test_gc_dry_run_prints_what_would_go_and_changes_nothing(plugin):
     outcome = run_db(plugin, ["gc", "--keep-ids", "-", "--dry-run"], stdin=MACS[0].encode())
     assert outcome.code == 0, outcome
     assert outcome.stdout.splitlines() == [
-        f"would release 169.254.172.3 (id {MACS[1]}, age 0s)",
-        f"would release 169.254.172.4 (id {MACS[2]}, age 0s)",
-        f"would release 169.254.172.5 (id {MACS[3]}, age 0s)",
+        f"would release 169.254.172.3 (id {MACS[1]}, age 1d)",
+        f"would release 169.254.172.4 (id {MACS[2]}, age 1d)",
+        f"would release 169.254.172.5 (id {MACS[3]}, age 1d)",
         f"would release 3 allocation(s) in {plugin.db_path}; kept 1 whose id is listed, "
         "1 without an id (gc never touches those); dry run: nothing was changed",
     ]
@@ -184,14 +186,14 @@ def test_gc_dry_run_prints_what_would_go_and_changes_nothing(plugin):
 
 
 def test_gc_older_than_spares_young_allocations(plugin):
-    classic_host(plugin)
-    backdate(plugin, {"169.254.172.2": 3600, "169.254.172.3": 11 * 60, "169.254.172.6": 86400})
-    outcome = run_db(plugin, ["gc", "--keep-ids", "-", "--older-than", "10m"], stdin=MACS[3].encode())
+    classic_host(plugin, age=0)
+    backdate(plugin, {"169.254.172.2": 2 * 3600, "169.254.172.3": 3600 + 5 * 60, "169.254.172.6": 86400})
+    outcome = run_db(plugin, ["gc", "--keep-ids", "-", "--older-than", "1h"], stdin=MACS[3].encode())
     assert outcome.code == 0, outcome
     assert outcome.stdout.splitlines() == [
-        f"released 169.254.172.2 (id {MACS[0]}, age 1h)",
-        f"released 169.254.172.3 (id {MACS[1]}, age 11m)",
-        f"released 2 allocation(s) in {plugin.db_path}; kept 1 whose id is listed, 1 younger than 10m, "
+        f"released 169.254.172.2 (id {MACS[0]}, age 2h)",
+        f"released 169.254.172.3 (id {MACS[1]}, age 1h5m)",
+        f"released 2 allocation(s) in {plugin.db_path}; kept 1 whose id is listed, 1 younger than 1h, "
         "1 without an id (gc never touches those)",
     ]
     assert sorted(a["address"] for a in listing(plugin)["allocations"]) == \
@@ -201,10 +203,11 @@ def test_gc_older_than_spares_young_allocations(plugin):
 def test_gc_subnet_limits_it_to_one_pool(plugin):
     for name in ("a", "b"):
         add(plugin, {**DUAL, "id": f"/var/run/netns/task-{name}-eth1"}, env={"CNI_CONTAINERID": "container-id"})
+    backdate(plugin, {"fd00:ec2::3": 3 * 86400})
     outcome = run_db(plugin, ["gc", "--keep-ids", "-", "--subnet", "fd00:ec2::/64"],
                      stdin=b"/var/run/netns/task-a-eth1\n")
     assert outcome.code == 0, outcome
-    assert outcome.stdout.splitlines()[0] == "released fd00:ec2::3 (id /var/run/netns/task-b-eth1, age 0s)"
+    assert outcome.stdout.splitlines()[0] == "released fd00:ec2::3 (id /var/run/netns/task-b-eth1, age 3d)"
     assert sorted(a["address"] for a in listing(plugin)["allocations"]) == \
         ["169.254.172.2", "169.254.172.3", "fd00:ec2::2"]
 
