@@ -128,9 +128,12 @@ def gc(args, path, timeout):
         holders = {a.id for a in considered}
         if doomed and not holders & keep and not args.allow_all:
             where = f" from {args.subnet}" if args.subnet is not None else ""
+            share = (f"all {len(doomed)}" if len(doomed) == len(considered) else
+                     f"{len(doomed)} (those --older-than does not spare)")
             raise CNIError(INVALID_CONFIG,
                            f"the keep list names none of the {len(holders)} id(s) holding addresses{where}, so gc "
-                           f"would release all {len(doomed)} of their allocation(s): refused, nothing was released",
+                           f"would release {share} of their {len(considered)} allocation(s): refused, nothing was "
+                           "released",
                            f"{len(keep)} id(s) read from {_file_name(args.keep_ids)}; an empty list, another host's "
                            "ids, or ids with a trailing '/'? Add --allow-all if every one of them is really gone")
         for allocation in doomed if not args.dry_run else ():

@@ -128,6 +128,14 @@ def run_db(plugin, args, env=None, stdin=b""):
     return run_args(plugin, ["db", *args], env, stdin)
 
 
+def readme_block(after, language="sh"):
+    """The first ```LANGUAGE block of the README after the first line that contains `after`."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    rest = readme[readme.index(after):]
+    start = rest.index(f"```{language}\n") + len(f"```{language}\n")
+    return rest[start:rest.index("```\n", start)]
+
+
 def store_files(plugin):
     """{name: bytes} of the store's files (the lock file aside: taking a lock may create it)."""
     directory = Path(plugin.db_path).parent

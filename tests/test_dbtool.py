@@ -1,11 +1,15 @@
 """End to end: the operator tools `ecs-ipam db list` and `ecs-ipam db gc`, run from the built file."""
 
 import json
-import time
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
-from e2e_support import add, add_address, delete, listing, netconf, run_db, store_files
+from e2e_support import add, add_address, delete, listing, readme_block, run_db, store_files, succeeded
 from ecs_ipam.disk import open_store
 
 LINK_LOCAL = {"ipv4-subnet": "169.254.172.0/22"}
@@ -136,6 +140,18 @@ def classic_host(plugin, age=86400):
     return held
 
 
+def gc_lines(plugin, args, keep):
+    """The lines `db gc ARGS` printed, keep on its standard input; it must succeed."""
+    outcome = run_db(plugin, ["gc", *args], stdin=keep)
+    assert outcome.code == 0, outcome
+    return outcome.stdout.splitlines()
+
+
+def remaining(plugin):
+    """The addresses the store holds, sorted as text."""
+    return sorted(a["address"] for a in listing(plugin)["allocations"])
+
+
 def journal_records(plugin):
     journal = plugin.db_path.parent / (plugin.db_path.name + ".journal")
     return journal.read_bytes().count(b"\n") if journal.exists() else 0
@@ -147,16 +163,13 @@ def test_gc_releases_every_allocation_whose_id_is_not_listed_in_one_commit(plugi
     records = journal_records(plugin)
     # As an operator's pipe may deliver it: CRLF, blank lines, a stray space, an id of another host.
     keep = f"{MACS[1]}\r\n\n  {MACS[3]} \n0a:1b:2c:3d:4e:99\n".encode()
-    outcome = run_db(plugin, ["gc", "--keep-ids", "-"], stdin=keep)
-    assert outcome.code == 0, outcome
-    assert outcome.stdout.splitlines() == [
+    assert gc_lines(plugin, ["--keep-ids", "-"], keep) == [
         f"released 169.254.172.2 (id {MACS[0]}, age 1d)",
         f"released 169.254.172.4 (id {MACS[2]}, age 1d)",
         f"released 2 allocation(s) in {plugin.db_path}; kept 2 whose id is listed, "
         "1 without an id (gc never touches those)",
     ]
-    assert sorted(a["address"] for a in listing(plugin)["allocations"]) == \
-        ["169.254.172.3", "169.254.172.5", "169.254.172.6"]
+    assert remaining(plugin) == ["169.254.172.3", "169.254.172.5", "169.254.172.6"]
     assert journal_records(plugin) == records + 1
 
 
@@ -164,18 +177,14 @@ def test_gc_reads_the_keep_list_from_a_file(plugin, tmp_path):
     classic_host(plugin)
     keep = tmp_path / "live-ids"
     keep.write_text("\n".join(MACS[:3]) + "\n")
-    outcome = run_db(plugin, ["gc", "--keep-ids", str(keep)])
-    assert outcome.code == 0, outcome
-    assert outcome.stdout.splitlines()[0] == f"released 169.254.172.5 (id {MACS[3]}, age 1d)"
+    assert gc_lines(plugin, ["--keep-ids", str(keep)], b"")[0] == f"released 169.254.172.5 (id {MACS[3]}, age 1d)"
     assert len(listing(plugin)["allocations"]) == 4
 
 
 def test_gc_dry_run_prints_what_would_go_and_changes_nothing(plugin):
     classic_host(plugin)
     before = store_files(plugin)
-    outcome = run_db(plugin, ["gc", "--keep-ids", "-", "--dry-run"], stdin=MACS[0].encode())
-    assert outcome.code == 0, outcome
-    assert outcome.stdout.splitlines() == [
+    assert gc_lines(plugin, ["--keep-ids", "-", "--dry-run"], MACS[0].encode()) == [
         f"would release 169.254.172.3 (id {MACS[1]}, age 1d)",
         f"would release 169.254.172.4 (id {MACS[2]}, age 1d)",
         f"would release 169.254.172.5 (id {MACS[3]}, age 1d)",
@@ -188,28 +197,22 @@ def test_gc_dry_run_prints_what_would_go_and_changes_nothing(plugin):
 def test_gc_older_than_spares_young_allocations(plugin):
     classic_host(plugin, age=0)
     backdate(plugin, {"169.254.172.2": 2 * 3600, "169.254.172.3": 3600 + 5 * 60, "169.254.172.6": 86400})
-    outcome = run_db(plugin, ["gc", "--keep-ids", "-", "--older-than", "1h"], stdin=MACS[3].encode())
-    assert outcome.code == 0, outcome
-    assert outcome.stdout.splitlines() == [
+    assert gc_lines(plugin, ["--keep-ids", "-", "--older-than", "1h"], MACS[3].encode()) == [
         f"released 169.254.172.2 (id {MACS[0]}, age 2h)",
         f"released 169.254.172.3 (id {MACS[1]}, age 1h5m)",
         f"released 2 allocation(s) in {plugin.db_path}; kept 1 whose id is listed, 1 younger than 1h, "
         "1 without an id (gc never touches those)",
     ]
-    assert sorted(a["address"] for a in listing(plugin)["allocations"]) == \
-        ["169.254.172.4", "169.254.172.5", "169.254.172.6"]
+    assert remaining(plugin) == ["169.254.172.4", "169.254.172.5", "169.254.172.6"]
 
 
 def test_gc_subnet_limits_it_to_one_pool(plugin):
     for name in ("a", "b"):
         add(plugin, {**DUAL, "id": f"/var/run/netns/task-{name}-eth1"}, env={"CNI_CONTAINERID": "container-id"})
     backdate(plugin, {"fd00:ec2::3": 3 * 86400})
-    outcome = run_db(plugin, ["gc", "--keep-ids", "-", "--subnet", "fd00:ec2::/64"],
-                     stdin=b"/var/run/netns/task-a-eth1\n")
-    assert outcome.code == 0, outcome
-    assert outcome.stdout.splitlines()[0] == "released fd00:ec2::3 (id /var/run/netns/task-b-eth1, age 3d)"
-    assert sorted(a["address"] for a in listing(plugin)["allocations"]) == \
-        ["169.254.172.2", "169.254.172.3", "fd00:ec2::2"]
+    lines = gc_lines(plugin, ["--keep-ids", "-", "--subnet", "fd00:ec2::/64"], b"/var/run/netns/task-a-eth1\n")
+    assert lines[0] == "released fd00:ec2::3 (id /var/run/netns/task-b-eth1, age 3d)"
+    assert remaining(plugin) == ["169.254.172.2", "169.254.172.3", "fd00:ec2::2"]
 
 
 @pytest.mark.parametrize("keep", [b"", b"\n\n", b"0a:1b:2c:3d:4e:01/\n0a:1b:2c:3d:4e:02/\n"])
@@ -221,7 +224,7 @@ def test_gc_refuses_a_keep_list_that_spares_nothing_unless_allow_all(plugin, kee
     refused = run_db(plugin, ["gc", "--keep-ids", "-", *dry_run], stdin=keep)
     assert refused.code == 1 and refused.stdout == "", refused
     assert "names none of the 4 id(s) holding addresses" in refused.stderr, refused
-    assert "would release all 4" in refused.stderr and "--allow-all" in refused.stderr, refused
+    assert "would release all 4 of their 4 allocation(s)" in refused.stderr and "--allow-all" in refused.stderr, refused
     assert store_files(plugin) == before
     allowed = run_db(plugin, ["gc", "--keep-ids", "-", "--allow-all", *dry_run], stdin=keep)
     assert allowed.code == 0, allowed
@@ -230,12 +233,19 @@ def test_gc_refuses_a_keep_list_that_spares_nothing_unless_allow_all(plugin, kee
                          if dry_run else ["169.254.172.6"])  # the one without an id stays
 
 
+def test_gc_refusal_counts_what_older_than_spares(plugin):
+    classic_host(plugin)
+    backdate(plugin, {"169.254.172.5": -86400})  # made just now
+    refused = run_db(plugin, ["gc", "--keep-ids", "-", "--older-than", "10m"], stdin=b"")
+    assert refused.code == 1, refused
+    assert ("so gc would release 3 (those --older-than does not spare) of their 4 allocation(s): refused, "
+            "nothing was released") in refused.stderr, refused
+
+
 def test_gc_with_nothing_to_release_needs_no_allow_all(plugin):
     add(plugin, LINK_LOCAL, env={"CNI_CONTAINERID": "anonymous"})
-    outcome = run_db(plugin, ["gc", "--keep-ids", "-"], stdin=b"")
-    assert outcome.code == 0, outcome
-    assert outcome.stdout == (f"released 0 allocation(s) in {plugin.db_path}; kept 0 whose id is listed, "
-                              "1 without an id (gc never touches those)\n")
+    assert gc_lines(plugin, ["--keep-ids", "-"], b"") == [f"released 0 allocation(s) in {plugin.db_path}; kept 0 "
+                                                           "whose id is listed, 1 without an id (gc never touches those)"]
 
 
 @pytest.mark.parametrize("args, stdin, code, fragments", [
@@ -270,3 +280,122 @@ def test_gc_waits_for_the_plugins_lock(plugin):
                          stdin=MACS[0].encode())
     assert outcome.code == 1 and "timed out" in outcome.stderr and "lock" in outcome.stderr, outcome
     assert store_files(plugin) == before
+
+
+# -- the README's gc recipes, run as written -----------------------------------------------------
+
+FAKE_IMDS = r'''
+import http.server
+import sys
+
+TOKEN = "fake-imds-token"
+
+
+class IMDS(http.server.BaseHTTPRequestHandler):
+    """IMDSv2 as far as the recipe uses it: a PUT for a token, then a GET with it."""
+
+    def do_PUT(self):
+        ok = self.path == "/latest/api/token" and self.headers.get("X-aws-ec2-metadata-token-ttl-seconds")
+        self.reply(200 if ok else 400, TOKEN if ok else "")
+
+    def do_GET(self):
+        if self.headers.get("X-aws-ec2-metadata-token") != TOKEN:
+            self.reply(401, "")
+        elif self.path == "/latest/meta-data/network/interfaces/macs/":
+            self.reply(200, sys.argv[1])
+        else:
+            self.reply(404, "")
+
+    def reply(self, code, body):
+        self.send_response(code)
+        self.send_header("Content-Length", str(len(body.encode())))
+        self.end_headers()
+        self.wfile.write(body.encode())
+
+    def log_message(self, *args):
+        pass
+
+
+http.server.HTTPServer(("169.254.169.254", 80), IMDS).serve_forever()
+'''
+
+
+def recipe_environment(plugin, tmp_path):
+    """PATH with ecs-ipam on it (bin/ecs-ipam: the built file), IPAM_DB_PATH the plugin's store."""
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "ecs-ipam").symlink_to(plugin.artifact)
+    env = {"PATH": f"{tmp_path / 'bin'}:/usr/sbin:/usr/bin:/sbin:/bin", "IPAM_DB_PATH": str(plugin.db_path),
+           "HOME": str(tmp_path)}
+    if "SHIV_ROOT" in os.environ:
+        env["SHIV_ROOT"] = os.environ["SHIV_ROOT"]
+    return env
+
+
+def needs(*tools):
+    if os.geteuid() != 0:
+        pytest.skip("namespaces need root")
+    for tool in tools:
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} is not installed")
+
+
+def test_readme_classic_agent_recipe_works_as_written(plugin, tmp_path):
+    """The recipe against a fake instance metadata service at 169.254.169.254, in a network namespace."""
+    needs("unshare", "ip", "curl")
+    macs = {n: f"0e:5f:a1:c2:7b:{n}" for n in (11, 12, 13, 16)}
+    held = {n: add_address(plugin, {**LINK_LOCAL, "id": mac}, env={"CNI_CONTAINERID": f"{n:064x}",
+                                                                      "CNI_IFNAME": "ecs-eth0"})
+            for n, mac in macs.items()}
+    anonymous = add_address(plugin, LINK_LOCAL, env={"CNI_CONTAINERID": "not-a-task"})
+    backdate(plugin, {held[11]: 3600, held[12]: 3600, held[13]: 3600, anonymous: 3600})  # 16 started just now
+    (tmp_path / "imds.py").write_text(FAKE_IMDS)
+    listed = "0e:5f:a1:c2:7b:01/\n0e:5f:a1:c2:7b:11/\n0e:5f:a1:c2:7b:13/"  # as IMDS lists them; 01: the primary ENI
+    script = f"""
+        ip link set lo up
+        ip addr add 169.254.169.254/32 dev lo
+        {sys.executable} {tmp_path / 'imds.py'} '{listed}' &
+        for _ in $(seq 200); do curl -s -o /dev/null http://169.254.169.254/ && break; sleep 0.05; done
+        {readme_block("On the classic ECS agent")}
+        kill %1
+    """
+    proc = subprocess.run(["unshare", "--net", "bash", "-euo", "pipefail", "-c", script], cwd=tmp_path,
+                          env=recipe_environment(plugin, tmp_path), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, (proc.stdout, proc.stderr)
+    summary = (f"1 allocation(s) in {plugin.db_path}; kept 2 whose id is listed, 1 younger than 10m, "
+               "1 without an id (gc never touches those)")
+    assert proc.stdout.splitlines() == [
+        f"would release {held[12]} (id {macs[12]}, age 1h)", f"would release {summary}; dry run: nothing was changed",
+        f"released {held[12]} (id {macs[12]}, age 1h)", f"released {summary}",
+    ]
+    assert remaining(plugin) == sorted([held[11], held[13], held[16], anonymous])
+
+
+def test_readme_netlib_recipe_works_as_written(plugin, tmp_path):
+    """The recipe with /var/run/netns a tmpfs of its own (in a mount namespace) holding the live tasks' names."""
+    needs("unshare")
+    daemon = (Path(__file__).resolve().parent.parent / "examples" / "ecs-netlib-daemon.conf").read_text()
+    succeeded(plugin.run("ADD", stdin=daemon, env={"CNI_CONTAINERID": "container-id"}))
+    tasks = {"/var/run/netns/3f1c9a2b4d5e6f708192a3b4c5d6e7f8-eth1": "live",
+             "/var/run/netns/0a9b8c7d6e5f40312233445566778899-eth1": "stopped"}
+    for task in tasks:
+        add(plugin, {"ipv4-subnet": "169.254.172.0/22", "ipv6-subnet": "fd00:ec2::172:0/112", "id": task},
+            "0.3.0", env={"CNI_CONTAINERID": "container-id"})
+    held = {a["address"]: a["id"] for a in listing(plugin)["allocations"]}
+    backdate(plugin, {address: 3600 for address in held})
+    live = [name for name, state in tasks.items() if state == "live"] + ["/var/run/netns/host-daemon"]
+    script = f"""
+        mount -t tmpfs tmpfs "$(readlink -f /var/run)"
+        mkdir /var/run/netns
+        touch {' '.join(live)}
+        {readme_block("With the agent's netlib")}
+    """
+    proc = subprocess.run(["unshare", "--mount", "--propagation", "private", "bash", "-euo", "pipefail", "-c",
+                           script], cwd=tmp_path, env=recipe_environment(plugin, tmp_path), capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, (proc.stdout, proc.stderr)
+    stopped = [address for address, holder in held.items() if tasks.get(holder) == "stopped"]
+    assert len(stopped) == 2
+    assert [line for line in proc.stdout.splitlines() if line.startswith("released ") and "(id " in line] == \
+        [f"released {address} (id /var/run/netns/0a9b8c7d6e5f40312233445566778899-eth1, age 1h)"
+         for address in stopped]
+    assert remaining(plugin) == sorted(address for address in held if address not in stopped)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
-from e2e_support import held_addresses, silent_success, succeeded
+from e2e_support import held_addresses, readme_block, silent_success, succeeded
 
 EXAMPLES = ROOT / "examples"
 CLASSIC_PAUSE = "5f1c0e6b" * 8  # the classic agent's CNI_CONTAINERID: the pause container's docker id
@@ -53,19 +53,9 @@ def test_example_through_add_check_and_del(plugin, name):
     silent_success(plugin.run("DEL", stdin=text, env=del_env))  # DEL is idempotent
 
 
-def readme_block(after):
-    """The first ```sh block of the README after the line that contains `after`."""
-    readme = (ROOT / "README.md").read_text()
-    rest = readme[readme.index(after):]
-    start = rest.index("```sh\n") + len("```sh\n")
-    return rest[start:rest.index("```\n", start)]
-
-
 def test_readme_ipv4_example_is_examples_ipv4_only():
-    readme = (ROOT / "README.md").read_text()
-    rest = readme[readme.index("IPv4-only (`examples/ipv4-only.conf`"):]
-    start = rest.index("```json\n") + len("```json\n")
-    assert json.loads(rest[start:rest.index("```\n", start)]) == json.loads((EXAMPLES / "ipv4-only.conf").read_text())
+    block = readme_block("IPv4-only (`examples/ipv4-only.conf`", "json")
+    assert json.loads(block) == json.loads((EXAMPLES / "ipv4-only.conf").read_text())
 
 
 def test_readme_run_it_by_hand_works_as_written(artifact, tmp_path):
