@@ -61,6 +61,21 @@ def read_bucket(path, name):
                        f"errno {errno.errorcode.get(err.errno, err.errno)}")
 
 
+def read_locked(path, fd, name):
+    """(the pairs of bucket name, the page size) of the BoltDB file open at fd, which the caller
+    has locked (an exclusive flock, as for an upgrade in place)."""
+    reader = _Reader(path, fd)
+    return reader.bucket(name), reader.meta.page_size
+
+
+def invalidate(fd, page_size):
+    """Overwrite the magic of both meta pages of the BoltDB file open (writable) at fd, so that
+    bolt refuses to open it ("invalid database") instead of reading or writing it."""
+    for page in (0, 1):
+        os.pwrite(fd, bytes(4), page * page_size + _PAGE_HEADER.size)
+    os.fsync(fd)
+
+
 def fnv1a64(data):
     """The 64-bit FNV-1a hash, bolt's meta page checksum."""
     value = 0xCBF29CE484222325

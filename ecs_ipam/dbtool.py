@@ -89,8 +89,11 @@ def import_bolt(args, path, timeout):
     from ecs_ipam import bolt, migrate
 
     _refuse_the_store_itself(args.bolt_file, path)
-    subnets = {4: args.ipv4_subnet, 6: args.ipv6_subnet}
-    plan = migrate.plan_import(bolt.read_bucket(args.bolt_file, migrate.BUCKET), subnets, int(time.time()))
+    subnets = (args.ipv4_subnet or []) + (args.ipv6_subnet or [])
+    try:
+        plan = migrate.plan_import(bolt.read_bucket(args.bolt_file, migrate.BUCKET), subnets, int(time.time()))
+    except migrate.Unplaced as err:
+        raise _flag_error(err, [subnet for subnet in subnets if subnet.version == err.version])
     touched = sorted({a.subnet for a in plan.allocations} | set(plan.cursors), key=_subnet_order)
     with open_store(path, timeout) as store:
         held = [a.address for a in plan.allocations if store.is_held(a.address)]
@@ -106,6 +109,21 @@ def import_bolt(args, path, timeout):
         cursors = {subnet: store.cursor(subnet) for subnet in touched}
     _print_import(args.bolt_file, path, plan, cursors, sources)
     return 0
+
+
+def _flag_error(unplaced, given):
+    """The import's refusal of addresses that no --ipvN-subnet given contains, naming the flag."""
+    from ecs_ipam.migrate import names
+
+    version, addresses = unplaced.version, unplaced.addresses
+    if not given:
+        return CNIError(INVALID_CONFIG, f"the Go plugin's store holds {len(addresses)} IPv{version} address(es) "
+                                        f"({names(addresses)}): give --ipv{version}-subnet",
+                        "the subnet the ECS config allocates them from"
+                        + (", e.g. 169.254.172.0/22 for the ECS link-local network" if version == 4 else ""))
+    return CNIError(INVALID_CONFIG, f"{len(addresses)} IPv{version} address(es) lie outside --ipv{version}-subnet "
+                                    f"{', '.join(map(str, given))}: {names(addresses)}",
+                    "give the subnet(s) they were allocated from (the flag may be repeated); nothing was imported")
 
 
 def _refuse_the_store_itself(bolt_file, path):
@@ -179,10 +197,10 @@ def _parser():
     checking.set_defaults(run=check)
     importing = commands.add_parser("import-bolt", help="carry the Go plugin's allocations over from its BoltDB file")
     importing.add_argument("bolt_file", metavar="BOLT_FILE", help="the Go plugin's store (read, never written)")
-    importing.add_argument("--ipv4-subnet", metavar="CIDR", type=_subnet_flag(4),
-                           help="the subnet its IPv4 addresses were allocated from")
-    importing.add_argument("--ipv6-subnet", metavar="CIDR", type=_subnet_flag(6),
-                           help="the subnet its IPv6 addresses were allocated from")
+    importing.add_argument("--ipv4-subnet", metavar="CIDR", type=_subnet_flag(4), action="append",
+                           help="a subnet its IPv4 addresses were allocated from (repeat for several)")
+    importing.add_argument("--ipv6-subnet", metavar="CIDR", type=_subnet_flag(6), action="append",
+                           help="a subnet its IPv6 addresses were allocated from (repeat for several)")
     importing.set_defaults(run=import_bolt)
     for sub in (listing, releasing, checking, importing):
         sub.add_argument("--db", metavar="PATH", default=argparse.SUPPRESS, help="the store")

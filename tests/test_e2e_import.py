@@ -233,3 +233,15 @@ def test_the_migration_the_refusal_message_describes(plugin, tmp_path):
     assert "cursor of 169.254.172.0/22: 169.254.175.228 (the Go plugin's lastKnownIP)" in outcome.stdout
     assert "skipped gateway(s) 169.254.172.1" in outcome.stdout
     assert add_address(plugin, conf) == "169.254.175.234"
+
+
+def test_several_subnets_per_family_each_address_under_the_one_that_holds_it(plugin, go_store):
+    bolt_path = go_store("ipv4-basic")
+    outcome = run_db(plugin, ["import-bolt", str(bolt_path), "--ipv4-subnet", "10.0.0.8/29",
+                              "--ipv4-subnet", "10.0.0.0/24"])
+    assert outcome.code == 0, outcome
+    subnets = {a["address"]: a["subnet"] for a in listing(plugin)["allocations"]}
+    assert subnets == {"10.0.0.2": "10.0.0.0/24", "10.0.0.10": "10.0.0.8/29", "10.0.0.11": "10.0.0.8/29"}
+    outcome = run_db(plugin, ["import-bolt", str(go_store("dual-stack")), "--ipv4-subnet", "10.1.0.0/24",
+                              "--ipv4-subnet", "10.2.0.0/24", "--ipv6-subnet", "2001:db8::/64"])
+    assert outcome.code == 1 and "--ipv4-subnet 10.1.0.0/24, 10.2.0.0/24" in outcome.stderr, outcome
