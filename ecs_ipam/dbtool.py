@@ -9,7 +9,7 @@ import time
 
 from ecs_ipam.config import parse_subnet
 from ecs_ipam.errors import ADDRESS_IN_USE, INVALID_CONFIG, CNIError
-from ecs_ipam.disk import open_store
+from ecs_ipam.disk import GoPluginStore, open_store
 from ecs_ipam.settings import DEFAULT_PATH, store_settings
 
 
@@ -25,9 +25,12 @@ def main(argv, environ):
 
 
 def list_allocations(args, path, timeout):
-    with open_store(path, timeout, writable=False) as store:
-        allocations = store.allocations()
-        cursors = store.cursors()
+    try:
+        with open_store(path, timeout, writable=False) as store:
+            allocations = store.allocations()
+            cursors = store.cursors()
+    except GoPluginStore:
+        return _list_go_plugin_store(args, path)
     now = int(time.time())
     if args.json:
         print(json.dumps({
@@ -46,6 +49,36 @@ def list_allocations(args, path, timeout):
     print(f"\n{len(allocations)} allocation(s) in {path}")
     for subnet, cursor in cursors.items():
         print(f"cursor of {subnet}: {cursor}")
+    return 0
+
+
+def _go_plugin_plan(path):
+    """What an upgrade in place would carry over from the Go plugin's file at path, read only
+    (under a shared flock). The subnets come from the config of the call that upgrades, so
+    here every address is placed under its family's /0."""
+    from ecs_ipam import bolt, migrate
+
+    everything = [ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0")]
+    return migrate.plan_import(bolt.read_bucket(path, migrate.BUCKET), everything, int(time.time()))
+
+
+def _list_go_plugin_store(args, path):
+    plan = _go_plugin_plan(path)
+    cursors = {("lastKnownIP" if subnet.version == 4 else "lastKnownIPv6"): str(address)
+               for subnet, address in plan.cursors.items()}
+    if args.json:
+        print(json.dumps({"go_plugin_store": True,
+                          "allocations": [{"address": str(a.address), "id": a.id} for a in plan.allocations],
+                          "cursors": cursors}, indent=2))
+        return 0
+    print(f"{path} is the Go plugin's BoltDB store; the first plugin call upgrades it in place, "
+          "recording each address under the subnet of its config that contains it. It holds:")
+    rows = [("ADDRESS", "ID")] + [(str(a.address), a.id or "-") for a in plan.allocations]
+    width = max(len(row[0]) for row in rows)
+    for address, holder in rows:
+        print(f"{address.ljust(width)}  {holder}")
+    print(f"\n{len(plan.allocations)} allocation(s)"
+          + "".join(f"; {key} {address}" for key, address in cursors.items()))
     return 0
 
 
@@ -73,9 +106,15 @@ def release(args, path, timeout):
 
 
 def check(args, path, timeout):
-    with open_store(path, timeout, writable=False) as store:
-        problems = store.problems()
-        count = len(store.allocations()) if not problems else None
+    try:
+        with open_store(path, timeout, writable=False) as store:
+            problems = store.problems()
+            count = len(store.allocations()) if not problems else None
+    except GoPluginStore:
+        plan = _go_plugin_plan(path)
+        print(f"{path}: the Go plugin's BoltDB store, readable, {len(plan.allocations)} allocation(s); "
+              "the first plugin call upgrades it in place")
+        return 0
     if problems:
         for problem in problems:
             print(f"ecs-ipam db check: {problem}", file=sys.stderr)

@@ -41,14 +41,20 @@ class open_store:
     timeout is in seconds (0 waits forever). With writable=False nothing is ever
     written or created, and a store that does not exist reads as empty.
     An exception inside the block discards every change made in it.
+
+    Given upgrade_subnets (the subnets of the config being served), a Go plugin's BoltDB file
+    at path is first upgraded in place (ecs_ipam.upgrade), and warn(line) says so; without
+    them such a file is refused (GoPluginStore, code 5).
     """
 
-    def __init__(self, path, timeout, writable=True):
+    def __init__(self, path, timeout, writable=True, upgrade_subnets=None, warn=None):
         # A symlink at path is followed once, here: the snapshot is replaced by a rename, which
         # would otherwise replace the link itself and leave the linked file behind.
         self.path = os.path.realpath(path)
         self.timeout = timeout
         self.writable = writable
+        self.upgrade_subnets = upgrade_subnets
+        self.warn = warn
         self._lock_fd = None
         self._tables = None
 
@@ -60,7 +66,17 @@ class open_store:
             if self.writable:
                 _make_directories(os.path.dirname(os.path.abspath(self.path)))
             self._lock_fd = _lock(self.path + ".lock", self.timeout, self.writable)
-            self._tables = _DiskTables(self.path)
+            try:
+                self._tables = _DiskTables(self.path)
+            except GoPluginStore:
+                if self.upgrade_subnets is None:
+                    raise
+                from ecs_ipam import upgrade
+
+                report = upgrade.upgrade(self.path, self.timeout, self.upgrade_subnets, _gdbm())
+                if self.warn is not None:
+                    self.warn(report)
+                self._tables = _DiskTables(self.path)
             return Store(self._tables)
         except OSError as err:
             self._close()
@@ -99,7 +115,7 @@ def _make_directories(directory):
         except FileExistsError:
             continue
         # The new name must be durable before the store in it is: a power loss must not lose both.
-        _fsync_directory(directory)
+        fsync_directory_of(directory)
 
 
 def _exists_any(path):
@@ -129,16 +145,24 @@ def _lock(lock_path, timeout, writable=True):
     if fd is None:
         return None
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return fd
-    except BlockingIOError:
-        pass
+        wait_for_flock(fd, timeout, lock_path, "another ecs-ipam process holds the store")
     except BaseException:
         os.close(fd)
         raise
+    return fd
+
+
+def wait_for_flock(fd, timeout, path, holder):
+    """Take an exclusive flock(2) on fd, waiting at most timeout seconds (0: without a limit);
+    code 11 naming path and holder (who is likely to hold it) after that."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return
+    except BlockingIOError:
+        pass
     if not timeout:
         fcntl.flock(fd, fcntl.LOCK_EX)
-        return fd
+        return
     import signal
 
     def expire(signum, frame):
@@ -151,15 +175,9 @@ def _lock(lock_path, timeout, writable=True):
         signal.setitimer(signal.ITIMER_REAL, timeout)
         fcntl.flock(fd, fcntl.LOCK_EX)
         signal.setitimer(signal.ITIMER_REAL, 0)
-        return fd
     except _LockTimeout:
-        os.close(fd)
-        raise CNIError(TRY_AGAIN_LATER, f"timed out after {timeout:g}s waiting for the lock on {lock_path}",
-                       "another ecs-ipam process holds the store; try again later "
-                       "(IPAM_DB_CONNECTION_TIMEOUT sets the wait)")
-    except BaseException:
-        os.close(fd)
-        raise
+        raise CNIError(TRY_AGAIN_LATER, f"timed out after {timeout:g}s waiting for the lock on {path}",
+                       f"{holder}; try again later (IPAM_DB_CONNECTION_TIMEOUT sets the wait)")
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
@@ -183,6 +201,10 @@ def _gdbm():
                        "install GNU dbm support for it: python3-gdbm on Debian, Ubuntu and Alpine "
                        "(py3-gdbm); Amazon Linux 2023 and Fedora include it")
     return _gdbm
+
+
+class GoPluginStore(CNIError):
+    """The file at the store's path is the Go plugin's BoltDB file (code 5 where it is not upgraded)."""
 
 
 class _DiskTables:
@@ -263,7 +285,7 @@ class _DiskTables:
         """Fold the journal into a new snapshot, then remove it (see the module docstring)."""
         self._write_snapshot(self._overlay)
         os.unlink(self.journal_path)
-        _fsync_directory(self.path)
+        fsync_directory_of(self.path)
         self._records = 0
         self._journal_length = 0
         self._journal_exists = False
@@ -284,11 +306,13 @@ class _DiskTables:
             return self._gdbm.open(self.path, "ru")
         except self._gdbm.error:
             found = _describe(self.path)
-            carry_over = (" (then `ecs-ipam db import-bolt OLD_FILE --ipv4-subnet CIDR` carries its allocations "
-                          "over)" if found == _BOLT_FILE else "")
+            if found == _BOLT_FILE:
+                raise GoPluginStore(IO_FAILURE, f"{self.path} is not an ecs-ipam store: {found}",
+                                    "the first plugin call upgrades it in place; or move it away and "
+                                    "`ecs-ipam db import-bolt OLD_FILE --ipv4-subnet CIDR` carries its "
+                                    "allocations over")
             raise CNIError(IO_FAILURE, f"{self.path} is not an ecs-ipam store: {found}",
-                           f"ecs-ipam never overwrites it; move it away{carry_over} or point IPAM_DB_PATH at "
-                           "another path")
+                           "ecs-ipam never overwrites it; move it away or point IPAM_DB_PATH at another path")
 
     def _read_journal(self):
         try:
@@ -330,7 +354,7 @@ class _DiskTables:
         # Every time, not only when this process created the journal: a creator killed between
         # its file and directory fsyncs would leave the journal's name to a later power loss.
         # (A directory with nothing to flush syncs in about 0.05 ms.)
-        _fsync_directory(self.path)
+        fsync_directory_of(self.path)
         self._journal_exists = True
         self._journal_length += len(line)
         self._records += 1
@@ -339,42 +363,60 @@ class _DiskTables:
 
     def _write_snapshot(self, changes):
         """Write base + changes to PATH.new, fsync it, and rename it over PATH."""
-        new_path = self.path + ".new"
+        write_new_snapshot(self._gdbm, self.path, changes, copy_base=self._base is not None)
+        install_snapshot(self.path)
+
+
+def write_new_snapshot(gdbm, path, changes, copy_base=False):
+    """Write PATH.new: a copy of the snapshot at path (copy_base) or an empty store, with changes
+    applied and the layout key set; fsync it. A leftover PATH.new is replaced."""
+    new_path = path + ".new"
+    try:
+        os.unlink(new_path)  # left by a compaction or an upgrade that was killed
+    except FileNotFoundError:
+        pass
+    try:
+        fd = os.open(new_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
-            os.unlink(new_path)  # left by a compaction that was killed
-        except FileNotFoundError:
+            if copy_base:
+                _copy_file(path, fd)
+        finally:
+            os.close(fd)
+        snapshot = gdbm.open(new_path, "wu" if copy_base else "nu", 0o600)
+        try:
+            snapshot[LAYOUT_KEY.encode()] = LAYOUT.encode()
+            for key, value in changes.items():
+                if value is None:
+                    if key.encode() in snapshot:
+                        del snapshot[key.encode()]
+                else:
+                    snapshot[key.encode()] = value.encode()
+        finally:
+            snapshot.close()
+        fd = os.open(new_path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except BaseException:
+        try:
+            os.unlink(new_path)
+        except OSError:
             pass
+        raise
+
+
+def install_snapshot(path):
+    """Rename PATH.new (whole and fsynced) over path, and make the rename durable."""
+    try:
+        os.rename(path + ".new", path)
+    except BaseException:
         try:
-            fd = os.open(new_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-            try:
-                if self._base is not None:
-                    _copy_file(self.path, fd)
-            finally:
-                os.close(fd)
-            snapshot = self._gdbm.open(new_path, "wu" if self._base is not None else "nu", 0o600)
-            try:
-                snapshot[LAYOUT_KEY.encode()] = LAYOUT.encode()
-                for key, value in changes.items():
-                    if value is None:
-                        if key.encode() in snapshot:
-                            del snapshot[key.encode()]
-                    else:
-                        snapshot[key.encode()] = value.encode()
-            finally:
-                snapshot.close()
-            fd = os.open(new_path, os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.rename(new_path, self.path)
-        except BaseException:
-            try:
-                os.unlink(new_path)
-            except OSError:
-                pass
-            raise
-        _fsync_directory(self.path)
+            os.unlink(path + ".new")
+        except OSError:
+            pass
+        raise
+    fsync_directory_of(path)
 
 
 def _copy_file(source_path, target_fd):
@@ -388,7 +430,8 @@ def _copy_file(source_path, target_fd):
             offset += sent
 
 
-def _fsync_directory(path):
+def fsync_directory_of(path):
+    """fsync the directory that holds path (so that a name created or renamed there is durable)."""
     fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY | os.O_CLOEXEC)
     try:
         os.fsync(fd)

@@ -442,7 +442,11 @@ class Soak:
                     self.settle(holder, addresses)
                 else:
                     # By id, or by container for a holder without one (from both subnets: the
-                    # ADD's config may have had either).
+                    # ADD's config may have had either). From the moment the DEL starts, the
+                    # holder's addresses may be free: another thread's ADD may get one before
+                    # this thread sees the DEL's exit.
+                    with self.guard:
+                        self.model[holder] = "unknown"
                     outcome = self.run("DEL", config(holder_id, v6=True), container)
                     if outcome.code == -signal.SIGKILL:
                         self.settle(holder, "unknown")
