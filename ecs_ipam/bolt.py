@@ -23,9 +23,10 @@ import os
 import struct
 from collections import namedtuple
 
+from ecs_ipam import filekind
 from ecs_ipam.errors import IO_FAILURE, TRY_AGAIN_LATER, CNIError
 
-MAGIC = 0xED0CDAED
+MAGIC = filekind.BOLT_MAGIC
 VERSION = 2
 
 Meta = namedtuple("Meta", "magic version page_size flags root sequence freelist high_water txid checksum")
@@ -44,7 +45,6 @@ _BUCKET_ELEMENT = 0x01
 _PAGE_SIZES = tuple(1024 << shift for shift in range(7))  # 1 KiB .. 64 KiB
 # A B+tree of millions of keys is a few pages deep; a deeper one is a damaged file, not a bigger one.
 _MAX_DEPTH = 64
-_GDBM_MAGICS = {0x13579ACD, 0x13579ACE, 0x13579ACF, 0x13579AD0, 0x13579AD1}
 
 
 def read_bucket(path, name):
@@ -243,7 +243,7 @@ def _damaged(path, what, details="the file is damaged, or not a BoltDB store"):
 
 def _describe(head):
     """What a file without BoltDB magic looks like."""
-    if len(head) >= 4 and struct.unpack_from("<I", head)[0] in _GDBM_MAGICS:
+    if filekind.kind_of(head) == filekind.GDBM:
         return "it is a dbm.gnu file (an ecs-ipam store?)"
     return "it has no BoltDB meta page (no magic where one belongs)"
 

@@ -96,14 +96,18 @@ def gc(request):
 
 
 def status(request):
-    """Succeed when an ADD could: the store is usable and every subnet has a free address."""
+    """Succeed when an ADD could: the store can take a commit now and every subnet has a free address."""
     ipam = parse_ipam(request.doc)
     try:
-        with request.session(_subnets(ipam), writable=False) as store:
+        session = request.session(_subnets(ipam), writable=False)
+        with session as store:
             for family in ipam.families:
                 if allocator.next_free_address(store, family) is None:
                     raise CNIError(NOT_AVAILABLE, f"subnet {family.subnet} is exhausted",
                                    "every address but the gateway is held")
+        problem = session.commit_problem()
+        if problem is not None:
+            raise CNIError(NOT_AVAILABLE, f"the store cannot take an ADD now: {problem}")
     except CNIError as err:
         if err.code not in (NOT_AVAILABLE, TRY_AGAIN_LATER):  # a busy lock is not an unusable store
             raise CNIError(NOT_AVAILABLE, f"the store is unusable: {err.msg}", err.details)

@@ -9,7 +9,7 @@ import time
 
 from ecs_ipam.config import parse_subnet
 from ecs_ipam.errors import ADDRESS_IN_USE, INVALID_CONFIG, CNIError
-from ecs_ipam.disk import GoPluginStore, open_store
+from ecs_ipam.disk import COMPACT_AFTER, JOURNAL_LIMIT, GoPluginStore, open_store
 from ecs_ipam.settings import DEFAULT_PATH, store_settings
 
 
@@ -26,7 +26,7 @@ def main(argv, environ):
 
 def list_allocations(args, path, timeout):
     try:
-        with open_store(path, timeout, writable=False) as store:
+        with open_store(path, timeout, writable=False, must_exist=True) as store:
             allocations = store.allocations()
             cursors = store.cursors()
     except GoPluginStore:
@@ -86,7 +86,7 @@ def release(args, path, timeout):
     if (args.address is None) == (args.id is None):
         print("ecs-ipam db release: give either ADDRESS or --id ID", file=sys.stderr)
         return 2
-    with open_store(path, timeout) as store:
+    with open_store(path, timeout, must_exist=True) as store:
         if args.address is not None:
             try:
                 address = ipaddress.ip_address(args.address)
@@ -106,8 +106,9 @@ def release(args, path, timeout):
 
 
 def check(args, path, timeout):
+    session = open_store(path, timeout, writable=False, must_exist=True)
     try:
-        with open_store(path, timeout, writable=False) as store:
+        with session as store:
             problems = store.problems()
             count = len(store.allocations()) if not problems else None
     except GoPluginStore:
@@ -115,11 +116,17 @@ def check(args, path, timeout):
         print(f"{path}: the Go plugin's BoltDB store, readable, {len(plan.allocations)} allocation(s); "
               "the first plugin call upgrades it in place")
         return 0
+    if session.journal_records > JOURNAL_LIMIT:
+        problems.append(f"the journal holds {session.journal_records} records (over {JOURNAL_LIMIT}): compacting "
+                        f"it keeps failing ({session.compaction_failure or 'reason unknown'}); every call re-reads "
+                        "it, so calls slow down until the cause (a full disk? a directory at PATH.new?) is fixed")
     if problems:
         for problem in problems:
             print(f"ecs-ipam db check: {problem}", file=sys.stderr)
         return 1
-    print(f"{path}: sound, {count} allocation(s)")
+    print(f"{path}: sound, {count} allocation(s); journal: {session.journal_records} record(s) since the last "
+          f"compaction (one every {COMPACT_AFTER})"
+          + (f"; the last compaction failed: {session.compaction_failure}" if session.compaction_failure else ""))
     return 0
 
 

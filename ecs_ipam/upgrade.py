@@ -27,7 +27,8 @@ import os
 import time
 
 from ecs_ipam import bolt, migrate
-from ecs_ipam.disk import fsync_directory_of, install_snapshot, wait_for_flock, write_new_snapshot
+from ecs_ipam.disk import fsync_directory_of, install_snapshot, write_new_snapshot
+from ecs_ipam.lock import wait_for_flock
 from ecs_ipam.errors import IO_FAILURE, CNIError
 from ecs_ipam.store import MemoryTables, Store
 

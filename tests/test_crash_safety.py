@@ -537,7 +537,10 @@ def test_failed_compaction_does_not_fail_the_commit_the_journal_already_holds(db
     address = output["ips"][0]["address"].split("/")[0]
     assert not (db.parent / (db.name + ".new")).exists()  # nothing half-written left behind
     assert address in [a[0] for a in state(db)[0]]
-    assert len(journal_lines(db)) == small_compaction + 1  # the journal still holds everything
+    # The journal still holds everything, and a note of why the compaction failed.
+    *records, tail = journal_lines(db)
+    assert len(records) == small_compaction + 1 and tail == b""
+    assert b'"compaction-failure"' in records[-1] and os.strerror(getattr(errno, errno_name)).encode() in records[-1]
 
     # DEL too; and once the disk has room again the next commit compacts.
     delete(db, "id-0")

@@ -127,6 +127,8 @@ def test_non_utf8_container_or_ifname_is_code_4_naming_it(plugin, name, command)
                                                  (None, ["--capabilities"], 0), (None, ["db", "list"], 1)])
 def test_nobody_reading_stdout_changes_nothing_but_the_output(plugin, command, args, code):
     """A runtime that died before reading: same exit code, no Python noise on stderr, the ADD kept."""
+    if args[:1] == ["db"]:
+        add_address(plugin, V4)  # a store to list (a missing one is an error on stderr)
     read_end, write_end = os.pipe()
     os.close(read_end)
     try:
@@ -392,16 +394,27 @@ def bolt_store(plugin):
     return plugin.db_path
 
 
-@pytest.mark.parametrize("command, code", [("ADD", 5), ("DEL", 5), ("CHECK", 5), ("GC", 5), ("STATUS", 50)])
-def test_bolt_file_is_never_overwritten(plugin, bolt_store, command, code):
+@pytest.mark.parametrize("command", ["ADD", "DEL", "CHECK", "GC", "STATUS"])
+def test_bolt_file_is_never_overwritten_but_kept_by_the_upgrade(plugin, bolt_store, command):
+    """Every command that needs the store upgrades the Go file in place (tests/test_upgrade.py):
+    the bytes stay, under the backup name, and nothing else is left beside the new store."""
     original = bolt_store.read_bytes()
-    mtime = bolt_store.stat().st_mtime_ns
     conf = netconf({**V4, "id": "c1"}, **{"cni.dev/valid-attachments": []})
-    failed(plugin.run(command, conf, env={"CNI_CONTAINERID": "c1"}), code, str(bolt_store), "BoltDB",
-           "IPAM_DB_PATH")
+    outcome = plugin.run(command, conf, env={"CNI_CONTAINERID": "c1"})
+    assert "upgraded the Go plugin's store" in outcome.stderr, outcome
+    assert (bolt_store.parent / "ipam.db.go-plugin").read_bytes() == original
+    names = sorted(p.name for p in bolt_store.parent.iterdir())
+    assert names in (["ipam.db", "ipam.db.go-plugin", "ipam.db.lock"],
+                     ["ipam.db", "ipam.db.go-plugin", "ipam.db.journal", "ipam.db.lock"]), names
+
+
+@pytest.mark.parametrize("args", [["db", "release", "10.0.0.2"], ["db", "release", "--id", "c1"]])
+def test_bolt_file_is_refused_by_the_db_tools_that_write(plugin, bolt_store, args):
+    original = bolt_store.read_bytes()
+    outcome = plugin.run(None, args=[*args, "--db", str(bolt_store)])
+    assert outcome.code == 1 and "BoltDB" in outcome.stderr and "upgrades it in place" in outcome.stderr, outcome
     assert bolt_store.read_bytes() == original
-    assert bolt_store.stat().st_mtime_ns == mtime
-    assert sorted(p.name for p in bolt_store.parent.iterdir()) == ["ipam.db", "ipam.db.lock"]
+    assert sorted(p.name for p in bolt_store.parent.iterdir()) == ["ipam.db"]  # not even a lock file
 
 
 @pytest.mark.parametrize("content", [b"", b"hello, this is not a database\n" * 10])
@@ -538,7 +551,8 @@ def read_only_mount(tmp_path, plugin):
 def test_read_only_file_system_is_code_5_naming_the_path(plugin, tmp_path):
     directory, ro_plugin = read_only_mount(tmp_path, plugin)
     failed(ro_plugin.run("ADD", netconf(V4)), 5, str(directory / "ipam.db"), "Read-only file system")
-    silent_success(ro_plugin.run("STATUS", netconf(V4)))  # nothing there yet: reads as an empty store
+    # STATUS answers "could an ADD succeed now": no, and says why.
+    failed(ro_plugin.run("STATUS", netconf(V4)), 50, str(directory), "read-only file system")
 
 
 def test_read_only_file_system_with_a_store_keeps_it(plugin, tmp_path):
@@ -548,10 +562,10 @@ def test_read_only_file_system_with_a_store_keeps_it(plugin, tmp_path):
     before = {p.name: p.read_bytes() for p in directory.iterdir()}
     failed(ro_plugin.run("ADD", netconf({**V4, "id": "b"})), 5, str(db))
     failed(ro_plugin.run("DEL", netconf({**V4, "id": "a"})), 5, str(db))
-    # Reading needs no write access: CHECK and STATUS still answer from the store.
+    # Reading needs no write access: CHECK still answers from the store; STATUS says no ADD can succeed.
     silent_success(ro_plugin.run("CHECK", netconf({**V4, "id": "a"})))
     failed(ro_plugin.run("CHECK", netconf({**V4, "id": "b"})), 103, "'b'")
-    silent_success(ro_plugin.run("STATUS", netconf(V4)))
+    failed(ro_plugin.run("STATUS", netconf(V4)), 50, "read-only file system")
     assert {p.name: p.read_bytes() for p in directory.iterdir()} == before
 
 
@@ -565,7 +579,9 @@ step add-a ADD a
 dd if=/dev/zero of="$STORE/fill" bs=1k 2>/dev/null
 step add-b-full ADD b
 step del-a-full DEL a
+step status-full STATUS a
 rm "$STORE/fill"
+step status-room STATUS a
 step add-b ADD b
 mkdir "$OUT/store" && cp -a "$STORE/." "$OUT/store/"
 """
@@ -597,6 +613,9 @@ def test_disk_full_is_code_5_and_leaves_nothing_half_written(plugin, tmp_path):
         code, error = step(name)
         assert code == 1 and error["code"] == 5, error
         assert str(store / "ipam.db") in error["msg"] and "No space left" in error["msg"], error
+    code, error = step("status-full")  # STATUS said no while ADD could not succeed...
+    assert code == 1 and error["code"] == 50 and "is full" in error["msg"], error
+    assert step("status-room") == (0, None)  # ...and yes once it could
     # The failed ADD neither kept an address nor moved the cursor; the failed DEL released nothing.
     code, result = step("add-b")
     assert code == 0 and result["ips"][0]["address"] == "10.0.0.3/24", result
