@@ -62,6 +62,10 @@ def respond(environ, read_stdin, warn):
         return commands.HANDLERS[command](request), 0
     except CNIError as err:
         return err.to_json(cni_version), 1
+    except (ImportError, SyntaxError) as err:  # a module of the unpacked copy is missing or damaged
+        return CNIError(IO_FAILURE, f"the plugin's own code cannot be loaded: {type(err).__name__}: {err}",
+                        "its unpacked copy may be damaged: run it once with SHIV_FORCE_EXTRACT=1 to unpack "
+                        "it again").to_json(cni_version), 1
     except Exception as err:  # a bug: still a CNI error, never a traceback
         return CNIError(INTERNAL_ERROR, f"internal error: {type(err).__name__}: {err}").to_json(cni_version), 1
 
