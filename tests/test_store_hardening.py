@@ -241,3 +241,64 @@ def test_a_call_that_waited_on_a_removed_lock_file_locks_the_one_at_the_path(plu
         waiting.wait()
         waiting.stdout.close()
         waiting.stderr.close()
+
+
+# -- 6. small refusals -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("what", ["garbage", "directory", "empty"])
+def test_a_foreign_file_at_the_path_is_refused_without_a_lock_file_beside_it(plugin, what):
+    plugin.db_path.parent.mkdir(parents=True)
+    if what == "directory":
+        plugin.db_path.mkdir()
+    else:
+        plugin.db_path.write_bytes(b"" if what == "empty" else b"not a database\n" * 20)
+    for command in ("ADD", "DEL", "CHECK"):
+        failed(plugin.run(command, netconf({**V4, "id": "a"})), 5, str(plugin.db_path), "not an ecs-ipam store")
+    assert sorted(p.name for p in plugin.db_path.parent.iterdir()) == ["ipam.db"]
+
+
+@pytest.mark.parametrize("value, fragment", [("/data/", "names a directory"), ("relative/ipam.db", "relative path"),
+                                             ("ipam.db", "relative path")])
+def test_an_unusable_ipam_db_path_is_code_4_naming_it(plugin, value, fragment):
+    failed(plugin.run("ADD", netconf(V4), env={"IPAM_DB_PATH": value}), 4, "IPAM_DB_PATH", repr(value), fragment)
+
+
+def test_a_symlink_loop_at_the_path_is_code_5_naming_it(plugin, tmp_path):
+    loop = tmp_path / "loop.db"
+    loop.symlink_to(tmp_path / "loop.db")
+    failed(plugin.run("ADD", netconf(V4), env={"IPAM_DB_PATH": str(loop)}), 5, "loop.db", "symbolic links")
+
+
+def unpacked_copy(plugin, tmp_path):
+    """(a SHIV_ROOT of the test's own, the build's unpacked directory in it) after a first run."""
+    root = tmp_path / "shiv-root"
+    outcome = plugin.run("VERSION", env={"SHIV_ROOT": str(root)})
+    assert outcome.code == 0, outcome
+    [copy] = root.glob("ecs-ipam_*")
+    return root, copy
+
+
+def test_a_damaged_unpacked_copy_is_a_cni_error_naming_the_remedy(plugin, tmp_path):
+    root, copy = unpacked_copy(plugin, tmp_path)
+    with open(copy / "site-packages" / "ecs_ipam" / "cli.py", "a") as module:
+        module.write("\ndef (\n")
+    env = {"SHIV_ROOT": str(root)}
+    error = failed(plugin.run("ADD", netconf(V4, "0.3.1"), env=env), 5, "damaged", "SHIV_FORCE_EXTRACT=1",
+                   "SyntaxError")
+    assert error["cniVersion"] == "0.3.1"  # the plugin's rule: the config's version
+    assert failed(plugin.run("ADD", netconf(V4, "9.9.9"), env=env), 5)["cniVersion"] == "1.1.0"
+    assert succeeded(plugin.run("ADD", netconf(V4), env={**env, "SHIV_FORCE_EXTRACT": "1"}))
+    assert succeeded(plugin.run("ADD", netconf(V4), env=env))  # repaired for later calls too
+
+
+def test_a_damaged_module_imported_later_is_code_5_too(plugin, tmp_path):
+    root, copy = unpacked_copy(plugin, tmp_path)
+    (copy / "site-packages" / "ecs_ipam" / "commands.py").write_text("x(\n")
+    failed(plugin.run("ADD", netconf(V4), env={"SHIV_ROOT": str(root)}), 5, "SHIV_FORCE_EXTRACT=1")
+
+
+def test_an_unpacked_copy_without_site_packages_is_unpacked_again(plugin, tmp_path):
+    root, copy = unpacked_copy(plugin, tmp_path)
+    shutil.rmtree(copy / "site-packages")
+    assert add_address(plugin, V4, env={"SHIV_ROOT": str(root)}) == "10.0.0.2"
+    assert (copy / "site-packages" / "ecs_ipam" / "cli.py").is_file()
