@@ -1,6 +1,6 @@
 """Reads a BoltDB file, such as the Go ecs-ipam plugin's store: the key/value pairs of one bucket, never writing.
 
-Written from bolt's format facts (shared/fixtures/go-plugin-boltdb/README.md), not from its code:
+Written from bolt's format facts (tests/fixtures/go-plugin-boltdb/README.md), not from its code:
 
 - The file is a sequence of pages of one size. Pages 0 and 1 are meta pages; the current one
   is the one whose checksum is valid and whose transaction id is higher (a writer that died
