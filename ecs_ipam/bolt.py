@@ -1,6 +1,6 @@
 """Reads a BoltDB file, such as the Go ecs-ipam plugin's store: the key/value pairs of one bucket, never writing.
 
-Written from bolt's format facts (shared/fixtures/go-plugin-boltdb/README.md), not from its code:
+Written from bolt's format facts (tests/fixtures/go-plugin-boltdb/README.md), not from its code:
 
 - The file is a sequence of pages of one size. Pages 0 and 1 are meta pages; the current one
   is the one whose checksum is valid and whose transaction id is higher (a writer that died
@@ -23,9 +23,10 @@ import os
 import struct
 from collections import namedtuple
 
+from ecs_ipam import filekind
 from ecs_ipam.errors import IO_FAILURE, TRY_AGAIN_LATER, CNIError
 
-MAGIC = 0xED0CDAED
+MAGIC = filekind.BOLT_MAGIC
 VERSION = 2
 
 Meta = namedtuple("Meta", "magic version page_size flags root sequence freelist high_water txid checksum")
@@ -44,7 +45,6 @@ _BUCKET_ELEMENT = 0x01
 _PAGE_SIZES = tuple(1024 << shift for shift in range(7))  # 1 KiB .. 64 KiB
 # A B+tree of millions of keys is a few pages deep; a deeper one is a damaged file, not a bigger one.
 _MAX_DEPTH = 64
-_GDBM_MAGICS = {0x13579ACD, 0x13579ACE, 0x13579ACF, 0x13579AD0, 0x13579AD1}
 
 
 def read_bucket(path, name):
@@ -59,6 +59,21 @@ def read_bucket(path, name):
     except OSError as err:
         raise CNIError(IO_FAILURE, f"cannot read {path}: {err.strerror}",
                        f"errno {errno.errorcode.get(err.errno, err.errno)}")
+
+
+def read_locked(path, fd, name):
+    """(the pairs of bucket name, the page size) of the BoltDB file open at fd, which the caller
+    has locked (an exclusive flock, as for an upgrade in place)."""
+    reader = _Reader(path, fd)
+    return reader.bucket(name), reader.meta.page_size
+
+
+def invalidate(fd, page_size):
+    """Overwrite the magic of both meta pages of the BoltDB file open (writable) at fd, so that
+    bolt refuses to open it ("invalid database") instead of reading or writing it."""
+    for page in (0, 1):
+        os.pwrite(fd, bytes(4), page * page_size + _PAGE_HEADER.size)
+    os.fsync(fd)
 
 
 def fnv1a64(data):
@@ -228,7 +243,7 @@ def _damaged(path, what, details="the file is damaged, or not a BoltDB store"):
 
 def _describe(head):
     """What a file without BoltDB magic looks like."""
-    if len(head) >= 4 and struct.unpack_from("<I", head)[0] in _GDBM_MAGICS:
+    if filekind.kind_of(head) == filekind.GDBM:
         return "it is a dbm.gnu file (an ecs-ipam store?)"
     return "it has no BoltDB meta page (no magic where one belongs)"
 

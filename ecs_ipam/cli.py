@@ -97,10 +97,10 @@ def respond(environ, read_stdin, warn):
                 warn(f"ecs-ipam: warning: ignoring unknown ipam key {key!r} (a typo?)")
             path, timeout = settings.store_settings(environ)
 
-            def session(writable=True):
+            def session(subnets, writable=True):
                 from ecs_ipam.disk import open_store
 
-                sessions.append(open_store(path, timeout, writable))
+                sessions.append(open_store(path, timeout, writable, upgrade_subnets=subnets, warn=warn))
                 return sessions[-1]
 
             request = commands.Request(command, cni_version, _env_text(environ, "CNI_CONTAINERID"),
@@ -109,6 +109,10 @@ def respond(environ, read_stdin, warn):
         code, error = 0, None
     except CNIError as err:
         output, code, error = err.to_json(cni_version), 1, err
+    except (ImportError, SyntaxError) as err:  # a module of the unpacked copy is missing or damaged
+        error = CNIError(IO_FAILURE, f"the plugin's own code cannot be loaded: {type(err).__name__}: {err}",
+                         "its unpacked copy may be damaged: run it once with SHIV_FORCE_EXTRACT=1 to unpack it again")
+        output, code = error.to_json(cni_version), 1
     except Exception as err:  # a bug: still a CNI error, never a traceback
         error = CNIError(INTERNAL_ERROR, f"internal error: {type(err).__name__}: {err}")
         output, code = error.to_json(cni_version), 1

@@ -11,7 +11,8 @@ from ecs_ipam.ownership import Caller
 from ecs_ipam.result import IPConfig, Result, encode
 from ecs_ipam.versions import NEWEST, SUPPORTED
 
-# doc is the decoded config; session(writable=True) opens the store as a context manager;
+# doc is the decoded config; session(subnets, writable=True) opens the store as a context
+# manager (subnets: the config's, under which a Go plugin store found there is upgraded);
 # warn(line) writes a line to stderr.
 Request = namedtuple("Request", "command cni_version container_id ifname doc session warn")
 
@@ -21,7 +22,7 @@ def add(request):
     ipam = parse_ipam(request.doc)
     caller = Caller(ipam.id, request.container_id, request.ifname)
     now = int(time.time())
-    with request.session() as store:
+    with request.session(_subnets(ipam)) as store:
         ips = [_held_already(store, family, caller)
                or allocator.allocate(store, family, ipam.id, request.container_id, request.ifname, now)
                for family in ipam.families]
@@ -36,7 +37,7 @@ def delete(request):
         ipam = parse_ipam(request.doc)
         holder = ipam.id
         addresses = [family.address.ip for family in ipam.families if family.address is not None]
-        subnets = [family.subnet for family in ipam.families]
+        subnets = _subnets(ipam)
     except CNIError as err:  # still release what the config's valid fields identify
         invalid = err
         holder, addresses, subnets = parse_release_hints(request.doc)
@@ -44,7 +45,7 @@ def delete(request):
     if not ownership.identifies(caller, subnets, addresses):
         raise invalid or config_error("DEL cannot tell what to release",
                                       "give ipv4-address/ipv6-address or id in ipam, or set CNI_CONTAINERID")
-    with request.session() as store:
+    with request.session(subnets) as store:
         if caller.id is not None:
             candidates = store.held_by_id(caller.id)
         else:
@@ -69,7 +70,7 @@ def check(request):
     caller = Caller(ipam.id, request.container_id, request.ifname)
     if caller.id is None and caller.container is None:
         raise config_error("CHECK cannot tell whose addresses to check", "give id in ipam or set CNI_CONTAINERID")
-    with request.session(writable=False) as store:
+    with request.session(_subnets(ipam), writable=False) as store:
         candidates = store.held_by_id(caller.id) if caller.id is not None else store.held_by_container(caller.container)
     return ownership.check(caller, ipam.families, expected, candidates)
 
@@ -80,9 +81,9 @@ def gc(request):
     live = {}
     for container, ifname in parse_attachments(request.doc):
         live.setdefault(container, set()).add(ifname or None)
-    subnets = [family.subnet for family in ipam.families]
+    subnets = _subnets(ipam)
     errors = []  # GC keeps going past what it cannot read or release, and reports it at the end
-    with request.session() as store:
+    with request.session(subnets) as store:
         for held in ownership.release_by_gc(subnets, live, store.allocations(damaged=errors)):
             try:
                 store.release(held.address)
@@ -95,14 +96,18 @@ def gc(request):
 
 
 def status(request):
-    """Succeed when an ADD could: the store is usable and every subnet has a free address."""
+    """Succeed when an ADD could: the store can take a commit now and every subnet has a free address."""
     ipam = parse_ipam(request.doc)
     try:
-        with request.session(writable=False) as store:
+        session = request.session(_subnets(ipam), writable=False)
+        with session as store:
             for family in ipam.families:
                 if allocator.next_free_address(store, family) is None:
                     raise CNIError(NOT_AVAILABLE, f"subnet {family.subnet} is exhausted",
                                    "every address but the gateway is held")
+        problem = session.commit_problem()
+        if problem is not None:
+            raise CNIError(NOT_AVAILABLE, f"the store cannot take an ADD now: {problem}")
     except CNIError as err:
         if err.code not in (NOT_AVAILABLE, TRY_AGAIN_LATER):  # a busy lock is not an unusable store
             raise CNIError(NOT_AVAILABLE, f"the store is unusable: {err.msg}", err.details)
@@ -115,6 +120,10 @@ def version(request):
 
 
 HANDLERS = {"ADD": add, "DEL": delete, "CHECK": check, "GC": gc, "STATUS": status, "VERSION": version}
+
+
+def _subnets(ipam):
+    return [family.subnet for family in ipam.families]
 
 
 def _held_already(store, family, caller):

@@ -19,9 +19,11 @@ MAX_ID_BYTES = 256
 # (and, for IPv4, the broadcast address) are set aside.
 LONGEST_SUBNET_PREFIX = {4: 30, 6: 126}
 FIELDS = ("subnet", "address", "gateway", "routes")
-# The ECS agent's IPAMConfig also writes cniVersion into the ipam section: known, not a typo.
+# The ECS agent's IPAMConfig also writes cniVersion into the ipam section, and its netlib the
+# connected subnet sizes meant for ecs-bridge: known, not typos.
 KNOWN_IPAM_KEYS = frozenset(
-    ["type", "id", "cniVersion"] + [f"ipv{version}-{field}" for version in (4, 6) for field in FIELDS]
+    ["type", "id", "cniVersion", "connectedSubnetMaskSizeIPv4", "connectedSubnetMaskSizeIPv6"]
+    + [f"ipv{version}-{field}" for version in (4, 6) for field in FIELDS]
 )
 
 

@@ -1,4 +1,4 @@
-"""`ecs-ipam db ...`: the operator's view of the store (list, release, check, import-bolt), under the plugin's lock."""
+"""`ecs-ipam db ...`: the operator's view of the store (list, gc, release, check, import-bolt), under the plugin's lock."""
 
 import argparse
 import ipaddress
@@ -10,7 +10,7 @@ import time
 from ecs_ipam import allocator
 from ecs_ipam.config import parse_subnet
 from ecs_ipam.errors import ADDRESS_IN_USE, INVALID_CONFIG, IO_FAILURE, CNIError
-from ecs_ipam.disk import open_store
+from ecs_ipam.disk import COMPACT_AFTER, JOURNAL_LIMIT, GoPluginStore, open_store
 from ecs_ipam.settings import DEFAULT_PATH, parse_duration, store_settings
 
 
@@ -26,9 +26,12 @@ def main(argv, environ):
 
 
 def list_allocations(args, path, timeout):
-    with open_store(path, timeout, writable=False) as store:
-        everything = store.allocations()
-        pools = _pools(everything, store.cursors(), args.subnet)
+    try:
+        with open_store(path, timeout, writable=False, must_exist=True) as store:
+            everything = store.allocations()
+            pools = _pools(everything, store.cursors(), args.subnet)
+    except GoPluginStore:
+        return _list_go_plugin_store(args, path)
     shown = [a for a in everything if (args.id is None or a.id == args.id)
              and (args.container is None or a.container == args.container)
              and (args.subnet is None or a.subnet == args.subnet)]
@@ -92,11 +95,41 @@ def _percent(held, usable):
     return "0%" if not held else "<0.1%" if share < 0.1 else f"{share:.1f}%"
 
 
+def _go_plugin_plan(path):
+    """What an upgrade in place would carry over from the Go plugin's file at path, read only
+    (under a shared flock). The subnets come from the config of the call that upgrades, so
+    here every address is placed under its family's /0."""
+    from ecs_ipam import bolt, migrate
+
+    everything = [ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0")]
+    return migrate.plan_import(bolt.read_bucket(path, migrate.BUCKET), everything, int(time.time()))
+
+
+def _list_go_plugin_store(args, path):
+    plan = _go_plugin_plan(path)
+    cursors = {("lastKnownIP" if subnet.version == 4 else "lastKnownIPv6"): str(address)
+               for subnet, address in plan.cursors.items()}
+    if args.json:
+        print(json.dumps({"go_plugin_store": True,
+                          "allocations": [{"address": str(a.address), "id": a.id} for a in plan.allocations],
+                          "cursors": cursors}, indent=2))
+        return 0
+    print(f"{path} is the Go plugin's BoltDB store; the first plugin call upgrades it in place, "
+          "recording each address under the subnet of its config that contains it. It holds:")
+    rows = [("ADDRESS", "ID")] + [(str(a.address), a.id or "-") for a in plan.allocations]
+    width = max(len(row[0]) for row in rows)
+    for address, holder in rows:
+        print(f"{address.ljust(width)}  {holder}")
+    print(f"\n{len(plan.allocations)} allocation(s)"
+          + "".join(f"; {key} {address}" for key, address in cursors.items()))
+    return 0
+
+
 def release(args, path, timeout):
     if (args.address is None) == (args.id is None):
         print("ecs-ipam db release: give either ADDRESS or --id ID", file=sys.stderr)
         return 2
-    with open_store(path, timeout) as store:
+    with open_store(path, timeout, must_exist=True) as store:
         if args.address is not None:
             try:
                 address = ipaddress.ip_address(args.address)
@@ -119,7 +152,7 @@ def gc(args, path, timeout):
     """Release every allocation whose id the keep list does not name, in one commit (README: the recipes)."""
     keep = _keep_ids(args.keep_ids)
     now = int(time.time())
-    with open_store(path, timeout, writable=not args.dry_run) as store:
+    with open_store(path, timeout, writable=not args.dry_run, must_exist=True) as store:
         allocations = store.allocations()
         _subnets(allocations, store.cursors(), args.subnet)
         considered = [a for a in allocations if a.id is not None and args.subnet in (None, a.subnet)]
@@ -175,14 +208,27 @@ def _file_name(name):
 
 
 def check(args, path, timeout):
-    with open_store(path, timeout, writable=False) as store:
-        problems = store.problems()
-        count = len(store.allocations()) if not problems else None
+    session = open_store(path, timeout, writable=False, must_exist=True)
+    try:
+        with session as store:
+            problems = store.problems()
+            count = len(store.allocations()) if not problems else None
+    except GoPluginStore:
+        plan = _go_plugin_plan(path)
+        print(f"{path}: the Go plugin's BoltDB store, readable, {len(plan.allocations)} allocation(s); "
+              "the first plugin call upgrades it in place")
+        return 0
+    if session.journal_records > JOURNAL_LIMIT:
+        problems.append(f"the journal holds {session.journal_records} records (over {JOURNAL_LIMIT}): compacting "
+                        f"it keeps failing ({session.compaction_failure or 'reason unknown'}); every call re-reads "
+                        "it, so calls slow down until the cause (a full disk? a directory at PATH.new?) is fixed")
     if problems:
         for problem in problems:
             print(f"ecs-ipam db check: {problem}", file=sys.stderr)
         return 1
-    print(f"{path}: sound, {count} allocation(s)")
+    print(f"{path}: sound, {count} allocation(s); journal: {session.journal_records} record(s) since the last "
+          f"compaction (one every {COMPACT_AFTER})"
+          + (f"; the last compaction failed: {session.compaction_failure}" if session.compaction_failure else ""))
     return 0
 
 
@@ -191,8 +237,11 @@ def import_bolt(args, path, timeout):
     from ecs_ipam import bolt, migrate
 
     _refuse_the_store_itself(args.bolt_file, path)
-    subnets = {4: args.ipv4_subnet, 6: args.ipv6_subnet}
-    plan = migrate.plan_import(bolt.read_bucket(args.bolt_file, migrate.BUCKET), subnets, int(time.time()))
+    subnets = (args.ipv4_subnet or []) + (args.ipv6_subnet or [])
+    try:
+        plan = migrate.plan_import(bolt.read_bucket(args.bolt_file, migrate.BUCKET), subnets, int(time.time()))
+    except migrate.Unplaced as err:
+        raise _flag_error(err, [subnet for subnet in subnets if subnet.version == err.version])
     touched = sorted({a.subnet for a in plan.allocations} | set(plan.cursors), key=_subnet_order)
     with open_store(path, timeout) as store:
         held = [a.address for a in plan.allocations if store.is_held(a.address)]
@@ -208,6 +257,21 @@ def import_bolt(args, path, timeout):
         cursors = {subnet: store.cursor(subnet) for subnet in touched}
     _print_import(args.bolt_file, path, plan, cursors, sources)
     return 0
+
+
+def _flag_error(unplaced, given):
+    """The import's refusal of addresses that no --ipvN-subnet given contains, naming the flag."""
+    from ecs_ipam.migrate import names
+
+    version, addresses = unplaced.version, unplaced.addresses
+    if not given:
+        return CNIError(INVALID_CONFIG, f"the Go plugin's store holds {len(addresses)} IPv{version} address(es) "
+                                        f"({names(addresses)}): give --ipv{version}-subnet",
+                        "the subnet the ECS config allocates them from"
+                        + (", e.g. 169.254.172.0/22 for the ECS link-local network" if version == 4 else ""))
+    return CNIError(INVALID_CONFIG, f"{len(addresses)} IPv{version} address(es) lie outside --ipv{version}-subnet "
+                                    f"{', '.join(map(str, given))}: {names(addresses)}",
+                    "give the subnet(s) they were allocated from (the flag may be repeated); nothing was imported")
 
 
 def _refuse_the_store_itself(bolt_file, path):
@@ -343,10 +407,10 @@ with the agent's netlib. The README gives both recipes.""")
     checking.set_defaults(run=check)
     importing = commands.add_parser("import-bolt", help="carry the Go plugin's allocations over from its BoltDB file")
     importing.add_argument("bolt_file", metavar="BOLT_FILE", help="the Go plugin's store (read, never written)")
-    importing.add_argument("--ipv4-subnet", metavar="CIDR", type=_subnet_flag(4),
-                           help="the subnet its IPv4 addresses were allocated from")
-    importing.add_argument("--ipv6-subnet", metavar="CIDR", type=_subnet_flag(6),
-                           help="the subnet its IPv6 addresses were allocated from")
+    importing.add_argument("--ipv4-subnet", metavar="CIDR", type=_subnet_flag(4), action="append",
+                           help="a subnet its IPv4 addresses were allocated from (repeat for several)")
+    importing.add_argument("--ipv6-subnet", metavar="CIDR", type=_subnet_flag(6), action="append",
+                           help="a subnet its IPv6 addresses were allocated from (repeat for several)")
     importing.set_defaults(run=import_bolt)
     for sub in (listing, releasing, collecting, checking, importing):
         sub.add_argument("--db", metavar="PATH", default=argparse.SUPPRESS, help="the store")

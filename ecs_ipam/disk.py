@@ -24,32 +24,50 @@ All access, reads included, holds an exclusive fcntl lock on ``PATH.lock``.
 """
 
 import errno
-import fcntl
 import os
+import stat
 import zlib
 
-from ecs_ipam import jsontext
-from ecs_ipam.errors import IO_FAILURE, TRY_AGAIN_LATER, CNIError
+from ecs_ipam import filekind, jsontext
+from ecs_ipam.errors import IO_FAILURE, CNIError
+from ecs_ipam.lock import lock_store, open_no_follow, symlink_refused
 from ecs_ipam.store import LAYOUT, LAYOUT_KEY, MemoryTables, Store
 
 COMPACT_AFTER = 256
+# Past this many journal records, compaction has failed for hundreds of commits in a row: every
+# call re-reads the whole journal, so STATUS fails and `db check` exits 1 until it is fixed.
+JOURNAL_LIMIT = 4 * COMPACT_AFTER
+# Why the last compaction failed, kept in the journal (and dropped by the next one that works).
+_COMPACTION_FAILURE = "compaction-failure"
+# A commit appends a record of a few hundred bytes: STATUS wants at least this much free.
+_ROOM_FOR_A_RECORD = 4096
 
 
 class open_store:
     """``with open_store(path, timeout) as store:`` locks, loads, and on success commits.
 
     timeout is in seconds (0 waits forever). With writable=False nothing is ever
-    written or created, and a store that does not exist reads as empty.
-    An exception inside the block discards every change made in it. Once the block
-    has committed, ``committed`` lists what it allocated and released (Store.changes).
+    written or created, and a store that does not exist reads as empty (or, with
+    must_exist, is code 5 "no store at PATH"). An exception inside the block discards
+    every change made in it. Once the block has committed, ``committed`` lists what it
+    allocated and released (Store.changes).
+
+    Given upgrade_subnets (the subnets of the config being served), a Go plugin's BoltDB file
+    at path is first upgraded in place (ecs_ipam.upgrade); without them such a file is refused
+    (GoPluginStore, code 5). warn(line) tells of the upgrade and of a failed compaction.
     """
 
-    def __init__(self, path, timeout, writable=True):
+    def __init__(self, path, timeout, writable=True, upgrade_subnets=None, warn=None, must_exist=False):
         # A symlink at path is followed once, here: the snapshot is replaced by a rename, which
         # would otherwise replace the link itself and leave the linked file behind.
         self.path = os.path.realpath(path)
         self.timeout = timeout
         self.writable = writable
+        self.upgrade_subnets = upgrade_subnets
+        self.warn = warn
+        self.must_exist = must_exist
+        self.journal_records = 0
+        self.compaction_failure = None
         self._lock_fd = None
         self._tables = None
         self._store = None
@@ -57,13 +75,30 @@ class open_store:
 
     def __enter__(self):
         try:
-            if not self.writable and not _exists_any(self.path):
-                self._tables = MemoryTables()
-                return Store(self._tables)
-            if self.writable:
-                _make_directories(os.path.dirname(os.path.abspath(self.path)))
-            self._lock_fd = _lock(self.path + ".lock", self.timeout, self.writable)
-            self._tables = _DiskTables(self.path)
+            directory = os.path.dirname(self.path)
+            if not _inspect(self.path, self.upgrade_subnets is not None):
+                if self.must_exist:
+                    raise CNIError(IO_FAILURE, f"no store at {self.path}",
+                                   "check the path (--db, IPAM_DB_PATH); a store is made by the first ADD")
+                if not self.writable:
+                    self._tables = MemoryTables()
+                    return Store(self._tables)
+                _make_directories(directory)
+            _require_private(directory)
+            self._lock_fd = lock_store(self.path + ".lock", self.timeout, self.writable)
+            try:
+                self._tables = _DiskTables(self.path, self.warn)
+            except GoPluginStore:
+                if self.upgrade_subnets is None:
+                    raise
+                from ecs_ipam import upgrade
+
+                report = upgrade.upgrade(self.path, self.timeout, self.upgrade_subnets, _gdbm())
+                if self.warn is not None:
+                    self.warn(report)
+                self._tables = _DiskTables(self.path, self.warn)
+            self.journal_records = self._tables.journal_records
+            self.compaction_failure = self._tables.get_committed(_COMPACTION_FAILURE)
             self._store = Store(self._tables)
             return self._store
         except OSError as err:
@@ -84,12 +119,88 @@ class open_store:
             self._close()
         return False
 
+    def commit_problem(self):
+        """Why a commit to this store could not succeed now, as a sentence; None when it could.
+
+        Looks, writes nothing: the directory (or the one an ADD would make it in) must be a
+        writable directory on a writable file system with room for a journal record, and the
+        journal must not have outgrown JOURNAL_LIMIT (compactions failing).
+        """
+        if self.journal_records > JOURNAL_LIMIT:
+            return (f"the journal {self.path}.journal holds {self.journal_records} records (over {JOURNAL_LIMIT}): "
+                    f"compacting it keeps failing ({self.compaction_failure or 'reason unknown'})")
+        directory = os.path.dirname(self.path)
+        while not os.path.lexists(directory):  # an ADD would make it in the nearest that exists
+            directory = os.path.dirname(directory)
+        if not os.path.isdir(directory):
+            return f"{directory} is not a directory, so {self.path} cannot be made"
+        try:
+            room = os.statvfs(directory)
+        except OSError as err:
+            return f"cannot look at {directory}: {err.strerror}"
+        if room.f_flag & os.ST_RDONLY:
+            return f"{directory} is on a read-only file system"
+        if not os.access(directory, os.W_OK | os.X_OK):
+            return f"{directory} is not writable by this user"
+        for name in (self.path, self.path + ".journal"):
+            if os.path.lexists(name) and not os.access(name, os.W_OK):
+                return f"{name} is not writable by this user"
+        free = room.f_frsize * (room.f_bfree if os.geteuid() == 0 else room.f_bavail)
+        if free < _ROOM_FOR_A_RECORD:
+            return f"the file system of {directory} is full ({free} bytes free)"
+        if not os.path.lexists(self.path + ".journal") and room.f_files and not room.f_ffree:
+            return f"the file system of {directory} has no free inode for the journal"
+        return None
+
     def _close(self):
         if isinstance(self._tables, _DiskTables):
             self._tables.close()
         if self._lock_fd is not None:
             os.close(self._lock_fd)  # releases the lock
             self._lock_fd = None
+
+
+def _inspect(path, upgrading):
+    """Whether a store (or the Go plugin's file to upgrade) is at path; code 5, before any lock
+    file is made beside it, for anything else there and for a path that cannot be looked at."""
+    try:
+        found = os.stat(path)
+    except FileNotFoundError:
+        found = None
+    journal = path + ".journal"
+    try:
+        if stat.S_ISLNK(os.lstat(journal).st_mode):
+            raise symlink_refused(journal)
+        has_journal = True
+    except FileNotFoundError:
+        has_journal = False
+    if found is None:
+        return has_journal
+    if not stat.S_ISREG(found.st_mode):
+        raise CNIError(IO_FAILURE, f"{path} is not an ecs-ipam store: it is "
+                                   + ("a directory" if stat.S_ISDIR(found.st_mode) else "not a regular file"),
+                       "IPAM_DB_PATH names the store's file, not a directory: e.g. /data/eni-ipam.db")
+    kind = filekind.kind_of_file(path)
+    if kind == filekind.GDBM or (kind == filekind.BOLT and upgrading):
+        return True
+    if kind == filekind.BOLT:
+        raise GoPluginStore(IO_FAILURE, f"{path} is not an ecs-ipam store: {filekind.DESCRIPTIONS[kind]}",
+                            _BOLT_HINT)
+    raise CNIError(IO_FAILURE, f"{path} is not an ecs-ipam store: {filekind.DESCRIPTIONS[kind]}",
+                   "ecs-ipam never overwrites it; move it away or point IPAM_DB_PATH at another path")
+
+
+def _require_private(directory):
+    """As root, refuse a store directory that other users can write: they could plant hard
+    links or swap names under files root then writes. Symlinks are refused anyway."""
+    if os.geteuid() != 0:
+        return
+    found = os.stat(directory)
+    if found.st_mode & 0o022 or found.st_uid != 0:
+        raise CNIError(IO_FAILURE, f"the store's directory {directory} can be written by other users "
+                                   f"(mode {stat.filemode(found.st_mode)}, owner uid {found.st_uid})",
+                       "root refuses it; make it root's and not group- or world-writable "
+                       f"(chown root {directory} && chmod go-w {directory}), or use another path")
 
 
 def _make_directories(directory):
@@ -104,71 +215,7 @@ def _make_directories(directory):
         except FileExistsError:
             continue
         # The new name must be durable before the store in it is: a power loss must not lose both.
-        _fsync_directory(directory)
-
-
-def _exists_any(path):
-    return os.path.exists(path) or os.path.exists(path + ".journal")
-
-
-class _LockTimeout(Exception):
-    pass
-
-
-def _open_lock_file(lock_path, writable):
-    """The lock file's descriptor; None for a reader on a read-only file system without one."""
-    try:
-        return os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    except OSError as err:
-        if writable or err.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
-            raise
-    try:
-        return os.open(lock_path, os.O_RDONLY | os.O_CLOEXEC)  # flock works on it too
-    except FileNotFoundError:
-        return None  # nobody can write there either, so there is nothing to wait for
-
-
-def _lock(lock_path, timeout, writable=True):
-    """Open lock_path and take an exclusive lock on it, waiting at most timeout seconds."""
-    fd = _open_lock_file(lock_path, writable)
-    if fd is None:
-        return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return fd
-    except BlockingIOError:
-        pass
-    except BaseException:
-        os.close(fd)
-        raise
-    if not timeout:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        return fd
-    import signal
-
-    def expire(signum, frame):
-        raise _LockTimeout()
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    # The runtime may have left SIGALRM blocked; then the timer would never end the wait.
-    mask = signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGALRM})
-    try:
-        signal.setitimer(signal.ITIMER_REAL, timeout)
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        return fd
-    except _LockTimeout:
-        os.close(fd)
-        raise CNIError(TRY_AGAIN_LATER, f"timed out after {timeout:g}s waiting for the lock on {lock_path}",
-                       "another ecs-ipam process holds the store; try again later "
-                       "(IPAM_DB_CONNECTION_TIMEOUT sets the wait)")
-    except BaseException:
-        os.close(fd)
-        raise
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-        signal.signal(signal.SIGALRM, previous)
+        fsync_directory_of(directory)
 
 
 def _io_error(path, err):
@@ -190,12 +237,17 @@ def _gdbm():
     return _gdbm
 
 
+class GoPluginStore(CNIError):
+    """The file at the store's path is the Go plugin's BoltDB file (code 5 where it is not upgraded)."""
+
+
 class _DiskTables:
     """The snapshot, the journal over it, and this session's pending changes."""
 
-    def __init__(self, path):
+    def __init__(self, path, warn=None):
         self.path = path
         self.journal_path = path + ".journal"
+        self._warn = warn
         self._gdbm = _gdbm()
         self._base = self._open_base()
         self._overlay = {}  # key -> value or None (deleted), from the journal
@@ -232,7 +284,12 @@ class _DiskTables:
         for layer in (self._overlay, self._pending):
             for key, value in layer.items():
                 (present.add if value is not None else present.discard)(key)
+        present.discard(_COMPACTION_FAILURE)  # the journal's own note, not the store's
         return sorted(present)
+
+    @property
+    def journal_records(self):
+        return self._records
 
     def commit(self):
         changes = {key: value for key, value in self._pending.items()
@@ -246,10 +303,10 @@ class _DiskTables:
         if self._records >= COMPACT_AFTER:
             try:
                 self.compact()
-            except OSError:
-                # The commit is already durable in the journal, so the call must not fail;
-                # the next commit tries the compaction again.
-                pass
+            except OSError as err:
+                # The commit is already durable in the journal, so the call must not fail; the
+                # next commit tries again. Say so, and note why in the journal for `db check`.
+                self._compaction_failed(err)
 
     def get_committed(self, key):
         """The value as the snapshot and the journal hold it, without this session's changes."""
@@ -266,12 +323,26 @@ class _DiskTables:
 
     def compact(self):
         """Fold the journal into a new snapshot, then remove it (see the module docstring)."""
-        self._write_snapshot(self._overlay)
+        self._write_snapshot({**self._overlay, _COMPACTION_FAILURE: None})
         os.unlink(self.journal_path)
-        _fsync_directory(self.path)
+        fsync_directory_of(self.path)
         self._records = 0
         self._journal_length = 0
         self._journal_exists = False
+
+    def _compaction_failed(self, err):
+        import time
+
+        reason = f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}: {err.strerror or err}" + (
+            f" ({err.filename})" if err.filename else "")
+        if self._warn is not None:
+            self._warn(f"ecs-ipam: warning: compacting the store {self.path} failed: {reason}; the journal "
+                       f"now holds {self._records} records (`ecs-ipam db check` reports it)")
+        self._pending = {_COMPACTION_FAILURE: reason}
+        try:
+            self._append(self._pending)
+        except OSError:
+            pass  # a full disk may refuse this note too; the warning has been given
 
     def close(self):
         if self._base is not None:
@@ -288,19 +359,25 @@ class _DiskTables:
         try:
             return self._gdbm.open(self.path, "ru")
         except self._gdbm.error:
-            found = _describe(self.path)
-            carry_over = (" (then `ecs-ipam db import-bolt OLD_FILE --ipv4-subnet CIDR` carries its allocations "
-                          "over)" if found == _BOLT_FILE else "")
-            raise CNIError(IO_FAILURE, f"{self.path} is not an ecs-ipam store: {found}",
-                           f"ecs-ipam never overwrites it; move it away{carry_over} or point IPAM_DB_PATH at "
-                           "another path")
+            try:
+                kind = filekind.kind_of_file(self.path)
+            except OSError as err:
+                raise _io_error(self.path, err)
+            found = f"{self.path} is not an ecs-ipam store: {filekind.DESCRIPTIONS[kind]}"
+            if kind == filekind.BOLT:
+                raise GoPluginStore(IO_FAILURE, found, _BOLT_HINT)
+            if kind == filekind.GDBM:
+                raise self._damaged("gdbm cannot open it", OSError("a damaged dbm.gnu file"))
+            raise CNIError(IO_FAILURE, found,
+                           "ecs-ipam never overwrites it; move it away or point IPAM_DB_PATH at another path")
 
     def _read_journal(self):
         try:
-            with open(self.journal_path, "rb") as journal:
-                data = journal.read()
+            fd = open_no_follow(self.journal_path, os.O_RDONLY)
         except FileNotFoundError:
             return
+        with open(fd, "rb") as journal:
+            data = journal.read()
         self._journal_exists = True
         lines = data.split(b"\n")
         # lines[-1] is what follows the last newline: empty, or a torn write.
@@ -318,7 +395,7 @@ class _DiskTables:
 
     def _append(self, changes):
         line = _encode_record(changes)
-        fd = os.open(self.journal_path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fd = open_no_follow(self.journal_path, os.O_WRONLY | os.O_CREAT)
         try:
             os.ftruncate(fd, self._journal_length)  # drop a torn tail before appending
             os.lseek(fd, self._journal_length, os.SEEK_SET)
@@ -335,7 +412,7 @@ class _DiskTables:
         # Every time, not only when this process created the journal: a creator killed between
         # its file and directory fsyncs would leave the journal's name to a later power loss.
         # (A directory with nothing to flush syncs in about 0.05 ms.)
-        _fsync_directory(self.path)
+        fsync_directory_of(self.path)
         self._journal_exists = True
         self._journal_length += len(line)
         self._records += 1
@@ -344,42 +421,60 @@ class _DiskTables:
 
     def _write_snapshot(self, changes):
         """Write base + changes to PATH.new, fsync it, and rename it over PATH."""
-        new_path = self.path + ".new"
+        write_new_snapshot(self._gdbm, self.path, changes, copy_base=self._base is not None)
+        install_snapshot(self.path)
+
+
+def write_new_snapshot(gdbm, path, changes, copy_base=False):
+    """Write PATH.new: a copy of the snapshot at path (copy_base) or an empty store, with changes
+    applied and the layout key set; fsync it. A leftover PATH.new is replaced."""
+    new_path = path + ".new"
+    try:
+        os.unlink(new_path)  # left by a compaction or an upgrade that was killed
+    except FileNotFoundError:
+        pass
+    try:
+        fd = os.open(new_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
-            os.unlink(new_path)  # left by a compaction that was killed
-        except FileNotFoundError:
+            if copy_base:
+                _copy_file(path, fd)
+        finally:
+            os.close(fd)
+        snapshot = gdbm.open(new_path, "wu" if copy_base else "nu", 0o600)
+        try:
+            snapshot[LAYOUT_KEY.encode()] = LAYOUT.encode()
+            for key, value in changes.items():
+                if value is None:
+                    if key.encode() in snapshot:
+                        del snapshot[key.encode()]
+                else:
+                    snapshot[key.encode()] = value.encode()
+        finally:
+            snapshot.close()
+        fd = os.open(new_path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except BaseException:
+        try:
+            os.unlink(new_path)
+        except OSError:
             pass
+        raise
+
+
+def install_snapshot(path):
+    """Rename PATH.new (whole and fsynced) over path, and make the rename durable."""
+    try:
+        os.rename(path + ".new", path)
+    except BaseException:
         try:
-            fd = os.open(new_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-            try:
-                if self._base is not None:
-                    _copy_file(self.path, fd)
-            finally:
-                os.close(fd)
-            snapshot = self._gdbm.open(new_path, "wu" if self._base is not None else "nu", 0o600)
-            try:
-                snapshot[LAYOUT_KEY.encode()] = LAYOUT.encode()
-                for key, value in changes.items():
-                    if value is None:
-                        if key.encode() in snapshot:
-                            del snapshot[key.encode()]
-                    else:
-                        snapshot[key.encode()] = value.encode()
-            finally:
-                snapshot.close()
-            fd = os.open(new_path, os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.rename(new_path, self.path)
-        except BaseException:
-            try:
-                os.unlink(new_path)
-            except OSError:
-                pass
-            raise
-        _fsync_directory(self.path)
+            os.unlink(path + ".new")
+        except OSError:
+            pass
+        raise
+    fsync_directory_of(path)
 
 
 def _copy_file(source_path, target_fd):
@@ -393,7 +488,8 @@ def _copy_file(source_path, target_fd):
             offset += sent
 
 
-def _fsync_directory(path):
+def fsync_directory_of(path):
+    """fsync the directory that holds path (so that a name created or renamed there is durable)."""
     fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY | os.O_CLOEXEC)
     try:
         os.fsync(fd)
@@ -417,20 +513,5 @@ def _decode_record(line):
         return None
 
 
-_BOLT_FILE = "it is a BoltDB file, as written by the Go ecs-ipam plugin"
-
-
-def _describe(path):
-    """A short description of what a file that is not a gdbm store looks like."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(32)
-    except OSError as err:
-        return f"cannot read it ({err.strerror})"
-    if not head:
-        return "the file is empty"
-    from ecs_ipam.bolt import MAGIC  # the error path only
-
-    if int.from_bytes(head[16:20], "little") == MAGIC:  # bolt's meta page, after the page header
-        return _BOLT_FILE
-    return "it is not a dbm.gnu file"
+_BOLT_HINT = ("the first plugin call upgrades it in place; or move it away and `ecs-ipam db import-bolt "
+              "OLD_FILE --ipv4-subnet CIDR` carries its allocations over")

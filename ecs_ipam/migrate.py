@@ -4,8 +4,9 @@ The Go plugin (through docker/libkv) writes, each value after an 8-byte little-e
 - ``10.0.0.2`` -> the id holding that IPv4 address (empty: no id), or ``GateWay`` for the gateway;
 - ``6`` + an IPv6 address -> the same, with ``GateWayV6`` for the gateway;
 - ``lastKnownIP`` / ``lastKnownIPv6`` -> the last address handed out or released in that family.
-It keeps one cursor per family for the whole store, and no subnet; the operator names the
-subnet of each family, and every address must lie in it.
+It keeps one cursor per family for the whole store, and no subnet: the caller names the
+subnets (the operator's flags, or the config an upgrade in place serves), and each address is
+recorded under the most specific one that contains it.
 """
 
 import ipaddress
@@ -26,10 +27,23 @@ _SHOWN = 10  # addresses named in one message
 Plan = namedtuple("Plan", "allocations cursors gateways notes")
 
 
-def plan_import(pairs, subnets, now):
-    """The Plan for the Go plugin's (key, value) pairs; subnets is {4: ip_network or None, 6: ...}.
+class Unplaced(CNIError):
+    """Addresses of one family that none of the given subnets contains (code 7: name the subnets)."""
 
-    Raises CNIError naming the key or address when a pair cannot be carried over whole.
+    def __init__(self, version, addresses, subnets):
+        within = ", ".join(map(str, subnets)) or "no subnet given"
+        super().__init__(INVALID_CONFIG, f"{len(addresses)} IPv{version} address(es) lie outside "
+                                         f"the IPv{version} subnets ({within}): {names(addresses)}",
+                         "name the subnets they were allocated from; nothing was imported")
+        self.version = version
+        self.addresses = addresses
+
+
+def plan_import(pairs, subnets, now):
+    """The Plan for the Go plugin's (key, value) pairs, placing each address in one of subnets.
+
+    Raises Unplaced for addresses no subnet contains, and CNIError naming the key when a pair
+    cannot be carried over whole.
     """
     allocations, gateways, go_cursors = [], [], {}
     for key, value in pairs:
@@ -43,11 +57,16 @@ def plan_import(pairs, subnets, now):
             continue
         allocations.append((address, _holder_id(key, payload)))
     allocations.sort(key=lambda held: _order(held[0]))
-    _require_subnets(allocations, subnets)
-    cursors, notes = _cursors(go_cursors, subnets)
+    specific_first = sorted(subnets, key=lambda subnet: -subnet.prefixlen)
+    placed = [(address, holder, _subnet_of(address, specific_first)) for address, holder in allocations]
+    for version in (4, 6):
+        outside = [address for address, _, subnet in placed if subnet is None and address.version == version]
+        if outside:
+            raise Unplaced(version, outside, [s for s in subnets if s.version == version])
+    cursors, notes = _cursors(go_cursors, specific_first)
     notes += _shared_id_notes(allocations) + _no_id_notes(allocations)
-    return Plan([Allocation(address, holder, None, None, subnets[address.version], now)
-                 for address, holder in allocations], cursors, sorted(gateways, key=_order), notes)
+    return Plan([Allocation(address, holder, None, None, subnet, now) for address, holder, subnet in placed],
+                cursors, sorted(gateways, key=_order), notes)
 
 
 def address_of_key(key):
@@ -95,31 +114,18 @@ def _holder_id(key, payload):
         raise CNIError(IO_FAILURE, f"the id held by {address_of_key(key)} is not UTF-8 text: {payload!r}")
 
 
-def _require_subnets(allocations, subnets):
-    for version in (4, 6):
-        addresses = [address for address, _ in allocations if address.version == version]
-        subnet = subnets.get(version)
-        if addresses and subnet is None:
-            raise CNIError(INVALID_CONFIG, f"the Go plugin's store holds {len(addresses)} IPv{version} "
-                                           f"address(es) ({names(addresses)}): give --ipv{version}-subnet",
-                           "the subnet the ECS config allocates them from"
-                           + (", e.g. 169.254.172.0/22 for the ECS link-local network" if version == 4 else ""))
-        outside = [address for address in addresses if address not in subnet] if addresses else []
-        if outside:
-            raise CNIError(INVALID_CONFIG, f"{len(outside)} IPv{version} address(es) lie outside "
-                                           f"--ipv{version}-subnet {subnet}: {names(outside)}",
-                           "give the subnet they were allocated from; nothing was imported")
+def _subnet_of(address, subnets):
+    """The first of subnets (most specific first) that contains address, or None."""
+    return next((subnet for subnet in subnets if subnet.version == address.version and address in subnet), None)
 
 
 def _cursors(go_cursors, subnets):
     """({subnet: the Go plugin's cursor}, notes on cursors left out) for the given subnets."""
     cursors, notes = {}, []
     for version, (key, address) in sorted(go_cursors.items()):
-        subnet = subnets.get(version)
+        subnet = _subnet_of(address, subnets)
         if subnet is None:
-            notes.append(f"{key} {address} not carried over: no --ipv{version}-subnet")
-        elif address not in subnet:
-            notes.append(f"{key} {address} not carried over: it is outside {subnet}")
+            notes.append(f"{key} {address} not carried over: no IPv{version} subnet given contains it")
         else:
             cursors[subnet] = address
     return cursors, notes

@@ -17,9 +17,25 @@ _UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "
 
 
 def store_settings(environ, path=None):
-    """(store path, lock timeout in seconds): path if given, else IPAM_DB_PATH, else the default."""
+    """(store path, lock timeout in seconds): path if given (an operator's --db, relative to the
+    working directory), else IPAM_DB_PATH, else the default. An empty IPAM_DB_PATH is unset, as
+    for the Go plugin."""
     timeout = parse_duration("IPAM_DB_CONNECTION_TIMEOUT", environ.get("IPAM_DB_CONNECTION_TIMEOUT"))
-    return path or environ.get("IPAM_DB_PATH") or DEFAULT_PATH, timeout
+    if path:
+        return os.path.abspath(store_path("--db", path)), timeout
+    return store_path("IPAM_DB_PATH", environ.get("IPAM_DB_PATH") or DEFAULT_PATH, absolute=True), timeout
+
+
+def store_path(name, value, absolute=False):
+    """value as the store's path; code 4 naming name when it names a directory, or (absolute)
+    is relative: a runtime may run the plugin from any working directory."""
+    if value.endswith("/"):
+        raise CNIError(INVALID_ENVIRONMENT, f"{name} {value!r} names a directory",
+                       f"it names the store's file, e.g. {value.rstrip('/') or ''}/eni-ipam.db")
+    if absolute and not os.path.isabs(value):
+        raise CNIError(INVALID_ENVIRONMENT, f"{name} {value!r} is a relative path",
+                       "the runtime's working directory is arbitrary: give an absolute path")
+    return value
 
 
 def log_settings(environ, default_file=DEFAULT_LOG_FILE):

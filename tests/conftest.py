@@ -2,10 +2,13 @@
 
 import json
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+
+from go_fixtures import fixture as go_fixture
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -66,3 +69,15 @@ class Outcome:
 def plugin(artifact, tmp_path):
     """A Plugin with its own scratch store under tmp_path."""
     return Plugin(artifact, tmp_path / "db" / "ipam.db")
+
+
+@pytest.fixture
+def go_store(tmp_path):
+    """copy(name): a writable copy of the fixture NAME.db alone in its own directory."""
+    def copy(name):
+        directory = tmp_path / f"go-{name}"
+        directory.mkdir()
+        path = directory / "eni-ipam.db"
+        shutil.copyfile(go_fixture(name)[0], path)
+        return path
+    return copy

@@ -1,6 +1,7 @@
 """The Go plugin's stores (tests/fixtures/go-plugin-boltdb): where they are, and their dumps read back."""
 
 import ast
+import ipaddress
 import json
 import re
 from pathlib import Path
@@ -8,6 +9,13 @@ from pathlib import Path
 # Copied from the project's shared fixtures, so that a bare checkout (CI) has them.
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "go-plugin-boltdb"
 NAMES = ["ipv4-basic", "dual-stack", "ecs-link-local-1000"]
+# The subnets the Go plugin allocated each fixture's addresses from (its steps' ipam sections).
+SUBNETS = {
+    "ipv4-basic": {"ipv4-subnet": "10.0.0.0/24"},
+    "dual-stack": {"ipv4-subnet": "10.0.0.0/24", "ipv6-subnet": "2001:db8::/64"},
+    "ecs-link-local-1000": {"ipv4-subnet": "169.254.172.0/22"},
+}
+CURSOR_FAMILY = {"lastKnownIP": "ipv4-subnet", "lastKnownIPv6": "ipv6-subnet"}
 _HEADER = 'bucket "IPAM"'
 _QUOTED = r'"((?:[^"\\]|\\.)*)"'
 _ENTRY = re.compile(rf"^  key={_QUOTED} idx=(\d+) value={_QUOTED}$")
@@ -50,3 +58,12 @@ def go_cursors(dump):
 def _unquote(text):
     # Go's %q of these ASCII keys and values reads the same as a Python string literal.
     return ast.literal_eval(f'"{text}"').encode("utf-8")
+
+
+def next_free(subnet, cursor, taken):
+    """The address an automatic ADD should give: the first after cursor that is not taken."""
+    network = ipaddress.ip_network(subnet)
+    address = ipaddress.ip_address(cursor) + 1
+    while str(address) in taken or address == network.network_address + 1:
+        address += 1
+    return str(address)

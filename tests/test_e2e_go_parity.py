@@ -1,9 +1,9 @@
 """End to end: replay what the Go plugin was run through and compare results and final holdings with it.
 
-The fixtures (tests/fixtures/go-plugin-boltdb/NAME.json, copied from the shared fixtures) hold each step the Go plugin ran (command,
+The fixtures (tests/fixtures/go-plugin-boltdb/NAME.json, written by the Go plugin itself) hold each step the Go plugin ran (command,
 ipam section, the result it printed) and a dump of its store afterwards. We are a drop-in replacement,
 so the same steps must hand out the same addresses and leave the same holders. Two deliberate
-differences (BEHAVIOUR.md section 2): a route without gw gets the family's gateway, and dst is printed
+differences (docs/behaviour.md §2): a route without gw gets the family's gateway, and dst is printed
 canonically (the Go plugin echoes "169.254.170.0/20" as written).
 """
 

@@ -9,30 +9,12 @@ what the id held there. The bolt file is only ever read.
 import fcntl
 import ipaddress
 import shutil
+from pathlib import Path
 
 import pytest
 
 from e2e_support import add_address, add_addresses, delete, failed, listing, netconf, run_db, store_files
-from go_fixtures import NAMES, fixture, go_cursors, go_holders
-
-SUBNETS = {
-    "ipv4-basic": {"ipv4-subnet": "10.0.0.0/24"},
-    "dual-stack": {"ipv4-subnet": "10.0.0.0/24", "ipv6-subnet": "2001:db8::/64"},
-    "ecs-link-local-1000": {"ipv4-subnet": "169.254.172.0/22"},
-}
-CURSOR_FAMILY = {"lastKnownIP": "ipv4-subnet", "lastKnownIPv6": "ipv6-subnet"}
-
-
-@pytest.fixture
-def go_store(tmp_path):
-    """copy(name): a writable copy of the fixture NAME.db alone in its own directory."""
-    def copy(name):
-        directory = tmp_path / f"go-{name}"
-        directory.mkdir()
-        path = directory / "eni-ipam.db"
-        shutil.copyfile(fixture(name)[0], path)
-        return path
-    return copy
+from go_fixtures import CURSOR_FAMILY, NAMES, SUBNETS, fixture, go_cursors, go_holders, next_free
 
 
 def flags(subnets):
@@ -54,15 +36,6 @@ def unchanged(bolt_path, name):
     assert bolt_path.read_bytes() == fixture(name)[0].read_bytes()
     assert [p.name for p in bolt_path.parent.iterdir()] == ["eni-ipam.db"]
     return True
-
-
-def next_free(subnet, cursor, taken):
-    """The address an automatic ADD should give: the first after cursor that is not taken."""
-    network = ipaddress.ip_network(subnet)
-    address = ipaddress.ip_address(cursor) + 1
-    while str(address) in taken or address == network.network_address + 1:
-        address += 1
-    return str(address)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -199,18 +172,36 @@ def test_the_import_waits_for_the_stores_lock(plugin, go_store):
 
 
 def test_the_migration_the_refusal_message_describes(plugin, tmp_path):
-    """The plugin meets the Go file at its path, says what to do, and the steps work."""
+    """The plugin meets a Go file it cannot upgrade (its addresses lie outside the config's
+    subnet), says what to do, and the steps it names work."""
     plugin.db_path.parent.mkdir(parents=True)
     shutil.copyfile(fixture("ecs-link-local-1000")[0], plugin.db_path)
-    conf = {"ipv4-subnet": "169.254.172.0/22", "ipv4-gateway": "169.254.172.1", "id": "task-new"}
-    error = failed(plugin.run("ADD", netconf(conf)), 5, str(plugin.db_path), "BoltDB", "move it away",
-                   "ecs-ipam db import-bolt OLD_FILE --ipv4-subnet", "IPAM_DB_PATH")
-    old = tmp_path / "eni-ipam.db.bolt"
+    dump = fixture("ecs-link-local-1000")[1]["dump"]
+    holders, cursor = go_holders(dump), go_cursors(dump)["lastKnownIP"]
+    wrong = {"ipv4-subnet": "10.0.0.0/24", "id": "task-new"}
+    error = failed(plugin.run("ADD", netconf(wrong)), 5, str(plugin.db_path), f"{len(holders)} IPv4 address(es)",
+                   "no ipv4-subnet of this config contains", f"mv {plugin.db_path} {plugin.db_path}.bolt",
+                   f"ecs-ipam db import-bolt {plugin.db_path}.bolt --db {plugin.db_path} --ipv4-subnet CIDR")
+    assert plugin.db_path.read_bytes() == fixture("ecs-link-local-1000")[0].read_bytes()
+    old = Path(f"{plugin.db_path}.bolt")
     plugin.db_path.rename(old)
-    outcome = run_db(plugin, ["--db", str(plugin.db_path), "import-bolt", str(old), "--ipv4-subnet", "169.254.172.0/22"],
-                     env={"IPAM_DB_PATH": "/nonexistent/x.db"})
+    outcome = run_db(plugin, ["import-bolt", str(old), "--db", str(plugin.db_path),
+                              "--ipv4-subnet", "169.254.172.0/22"], env={"IPAM_DB_PATH": "/nonexistent/x.db"})
     assert outcome.code == 0, (outcome, error)
-    assert "857 in 169.254.172.0/22" in outcome.stdout
-    assert "cursor of 169.254.172.0/22: 169.254.175.228 (the Go plugin's lastKnownIP)" in outcome.stdout
+    assert f"{len(holders)} in 169.254.172.0/22" in outcome.stdout
+    assert f"cursor of 169.254.172.0/22: {cursor} (the Go plugin's lastKnownIP)" in outcome.stdout
     assert "skipped gateway(s) 169.254.172.1" in outcome.stdout
-    assert add_address(plugin, conf) == "169.254.175.234"
+    right = {"ipv4-subnet": "169.254.172.0/22", "ipv4-gateway": "169.254.172.1", "id": "task-new"}
+    assert add_address(plugin, right) == next_free("169.254.172.0/22", cursor, set(holders))
+
+
+def test_several_subnets_per_family_each_address_under_the_one_that_holds_it(plugin, go_store):
+    bolt_path = go_store("ipv4-basic")
+    outcome = run_db(plugin, ["import-bolt", str(bolt_path), "--ipv4-subnet", "10.0.0.8/29",
+                              "--ipv4-subnet", "10.0.0.0/24"])
+    assert outcome.code == 0, outcome
+    subnets = {a["address"]: a["subnet"] for a in listing(plugin)["allocations"]}
+    assert subnets == {"10.0.0.2": "10.0.0.0/24", "10.0.0.10": "10.0.0.8/29", "10.0.0.11": "10.0.0.8/29"}
+    outcome = run_db(plugin, ["import-bolt", str(go_store("dual-stack")), "--ipv4-subnet", "10.1.0.0/24",
+                              "--ipv4-subnet", "10.2.0.0/24", "--ipv6-subnet", "2001:db8::/64"])
+    assert outcome.code == 1 and "--ipv4-subnet 10.1.0.0/24, 10.2.0.0/24" in outcome.stderr, outcome

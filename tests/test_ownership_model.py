@@ -54,6 +54,8 @@ class BuiltFile:
         import ipaddress
 
         proc = self._run({}, b"", ["db", "list", "--json"])
+        if proc.returncode == 1 and b"no store at" in proc.stderr:
+            return set()  # nothing committed yet
         assert proc.returncode == 0, proc
         return {Record(ipaddress.ip_address(a["address"]), a["id"], a["container"], a["ifname"],
                        ipaddress.ip_network(a["subnet"])) for a in json.loads(proc.stdout)["allocations"]}

@@ -18,6 +18,10 @@ BUILD_ID = ""
 ENTRY_MODULE = "ecs_ipam.cli"
 ENTRY_FUNCTION = "main"
 ROOT_FOR_SUPERUSER = "/run/ecs-ipam"
+# The CNI versions the plugin speaks (ecs_ipam.versions), for the cniVersion of an error here.
+SUPPORTED_VERSIONS = ()
+DEFAULT_VERSION = ""
+NEWEST_VERSION = ""
 
 # Variables that ask shiv's bootstrap for something the warm path does not do.
 SHIV_OVERRIDES = (
@@ -56,7 +60,12 @@ def main():
     if os.path.isdir(site_packages) and not any(name in os.environ for name in SHIV_OVERRIDES):
         # First, so that no other installed ecs_ipam can shadow this build's.
         sys.path.insert(0, site_packages)
-        module = __import__(ENTRY_MODULE, fromlist=[ENTRY_FUNCTION])
+        try:
+            module = __import__(ENTRY_MODULE, fromlist=[ENTRY_FUNCTION])
+        except (ImportError, SyntaxError, ValueError) as err:  # ValueError: a null byte in a module
+            sys.exit(report(f"the plugin's unpacked copy in {os.path.dirname(site_packages)} is damaged: "
+                            "run it once with SHIV_FORCE_EXTRACT=1 to unpack it again",
+                            f"{type(err).__name__}: {err}"))
         sys.exit(getattr(module, ENTRY_FUNCTION)())
     try:
         # Only this user may change what it will later run, whatever the caller's umask.
@@ -65,6 +74,9 @@ def main():
         sys.exit(unpack_failed(root, err))
     # shiv's bootstrap reads SHIV_ROOT, so it unpacks where the warm path looks.
     os.environ["SHIV_ROOT"] = root
+    if os.path.isdir(os.path.dirname(site_packages)) and not os.path.isdir(site_packages):
+        # shiv would take the copy for whole and fail to import from it: unpack it again.
+        os.environ["SHIV_FORCE_EXTRACT"] = "1"
     import _bootstrap
 
     try:
@@ -74,19 +86,34 @@ def main():
         if os.path.isdir(site_packages):
             raise  # it unpacked: the failure is not the unpacking's
         sys.exit(unpack_failed(root, err))
+    except (ImportError, SyntaxError, ValueError) as err:  # under a SHIV_* override: no repair asked for
+        sys.exit(report(f"the plugin's unpacked copy in {os.path.dirname(site_packages)} cannot be imported: "
+                        "run it once with SHIV_FORCE_EXTRACT=1 to unpack it again",
+                        f"{type(err).__name__}: {err}"))
 
 
 def unpack_failed(root, err):
-    """Report on stdout, as a CNI error (code 5, I/O failure), that the archive cannot unpack."""
+    return report(f"cannot unpack the plugin into {root}: set SHIV_ROOT to a directory this user can write",
+                  f"{type(err).__name__}: {err}")
+
+
+def report(msg, details):
+    """Print a CNI error (code 5, I/O failure) on stdout, as the plugin would; return the exit code.
+
+    Its cniVersion follows the plugin's rule: the config's when the plugin speaks it (a missing
+    one is the default), else the newest. Only this error path reads the config.
+    """
     import json
 
-    error = {
-        "cniVersion": "1.0.0",
-        "code": 5,
-        "msg": f"cannot unpack the plugin into {root}: set SHIV_ROOT to a directory this user can write",
-        "details": f"{type(err).__name__}: {err}",
-    }
-    sys.stdout.write(json.dumps(error) + "\n")
+    version = NEWEST_VERSION
+    if os.environ.get("CNI_COMMAND") and os.environ["CNI_COMMAND"] != "VERSION":
+        try:
+            config = json.loads(sys.stdin.buffer.read() or b"null")
+            given = config.get("cniVersion") if isinstance(config, dict) else None
+            version = DEFAULT_VERSION if given in (None, "") else given if given in SUPPORTED_VERSIONS else version
+        except (OSError, ValueError, AttributeError):
+            pass
+    sys.stdout.write(json.dumps({"cniVersion": version, "code": 5, "msg": msg, "details": details}) + "\n")
     return 1
 
 

@@ -151,12 +151,24 @@ def render_launcher(build_id, root):
     """tools/launcher.py with this build's constants filled in."""
     text = LAUNCHER.read_text()
     module, _, function = ENTRY_POINT.partition(":")
-    constants = {"BUILD_ID": build_id, "ENTRY_MODULE": module, "ENTRY_FUNCTION": function, "ROOT_FOR_SUPERUSER": root}
+    constants = {"BUILD_ID": build_id, "ENTRY_MODULE": module, "ENTRY_FUNCTION": function, "ROOT_FOR_SUPERUSER": root,
+                 **_cni_versions()}
     for name, value in constants.items():
         text, count = re.subn(rf"^{name} = .*$", f"{name} = {value!r}", text, count=1, flags=re.MULTILINE)
         if count != 1:
             raise PackError(f"{LAUNCHER} has no top-level {name} to fill in")
     return text
+
+
+def _cni_versions():
+    """The launcher's copy of ecs_ipam.versions, from the source tree being packed."""
+    sys.path.insert(0, str(REPO))
+    try:
+        from ecs_ipam import versions
+    finally:
+        sys.path.remove(str(REPO))
+    return {"SUPPORTED_VERSIONS": tuple(versions.SUPPORTED), "DEFAULT_VERSION": versions.DEFAULT,
+            "NEWEST_VERSION": versions.NEWEST}
 
 
 def read_shebang(path):
