@@ -48,15 +48,17 @@ class open_store:
 
     timeout is in seconds (0 waits forever). With writable=False nothing is ever
     written or created, and a store that does not exist reads as empty (or, with
-    must_exist, is code 5 "no store at PATH"). An exception inside the block discards
-    every change made in it.
+    must_exist, is code 5 "no store at PATH"). With create=False (for calls that only
+    release) a store that does not exist reads as empty too, and no directory or lock
+    file is made for it. An exception inside the block discards every change made in it.
 
     Given upgrade_subnets (the subnets of the config being served), a Go plugin's BoltDB file
     at path is first upgraded in place (ecs_ipam.upgrade); without them such a file is refused
     (GoPluginStore, code 5). warn(line) tells of the upgrade and of a failed compaction.
     """
 
-    def __init__(self, path, timeout, writable=True, upgrade_subnets=None, warn=None, must_exist=False):
+    def __init__(self, path, timeout, writable=True, upgrade_subnets=None, warn=None, must_exist=False,
+                 create=True):
         # A symlink at path is followed once, here: the snapshot is replaced by a rename, which
         # would otherwise replace the link itself and leave the linked file behind.
         self.path = os.path.realpath(path)
@@ -67,6 +69,7 @@ class open_store:
         self.must_exist = must_exist
         self.journal_records = 0
         self.compaction_failure = None
+        self.create = create
         self._lock_fd = None
         self._tables = None
 
@@ -77,7 +80,7 @@ class open_store:
                 if self.must_exist:
                     raise CNIError(IO_FAILURE, f"no store at {self.path}",
                                    "check the path (--db, IPAM_DB_PATH); a store is made by the first ADD")
-                if not self.writable:
+                if not (self.writable and self.create):
                     self._tables = MemoryTables()
                     return Store(self._tables)
                 _make_directories(directory)
