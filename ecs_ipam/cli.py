@@ -50,7 +50,7 @@ def respond(environ, read_stdin, warn):
         versions.require_command_allowed(command, cni_version)
         for key in config.unknown_ipam_keys(doc):
             warn(f"ecs-ipam: warning: ignoring unknown ipam key {key!r} (a typo?)")
-        path, timeout = settings.store_settings(environ)
+        path, timeout = settings.store_settings(environ, config.parse_store_keys(doc))
 
         def session(subnets, writable=True, create=True):
             from ecs_ipam.disk import open_store

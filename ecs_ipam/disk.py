@@ -177,7 +177,7 @@ def _inspect(path, upgrading):
     if not stat.S_ISREG(found.st_mode):
         raise CNIError(IO_FAILURE, f"{path} is not an ecs-ipam store: it is "
                                    + ("a directory" if stat.S_ISDIR(found.st_mode) else "not a regular file"),
-                       "IPAM_DB_PATH names the store's file, not a directory: e.g. /data/eni-ipam.db")
+                       "db-path (or IPAM_DB_PATH) names the store's file, not a directory: e.g. /data/eni-ipam.db")
     kind = filekind.kind_of_file(path)
     if kind == filekind.GDBM or (kind == filekind.BOLT and upgrading):
         return True
@@ -185,7 +185,7 @@ def _inspect(path, upgrading):
         raise GoPluginStore(IO_FAILURE, f"{path} is not an ecs-ipam store: {filekind.DESCRIPTIONS[kind]}",
                             _BOLT_HINT)
     raise CNIError(IO_FAILURE, f"{path} is not an ecs-ipam store: {filekind.DESCRIPTIONS[kind]}",
-                   "ecs-ipam never overwrites it; move it away or point IPAM_DB_PATH at another path")
+                   "ecs-ipam never overwrites it; move it away or point db-path (or IPAM_DB_PATH) at another path")
 
 
 def _require_private(directory):
@@ -258,7 +258,8 @@ class _DiskTables:
         if layout is None and self._base is not None:  # every snapshot ecs-ipam writes carries its layout
             raise CNIError(IO_FAILURE, f"{path} is not an ecs-ipam store: it is a dbm.gnu file without "
                                        f"ecs-ipam's {LAYOUT_KEY!r} key (another program's database?)",
-                           "ecs-ipam never writes to it; move it away or point IPAM_DB_PATH at another path")
+                           "ecs-ipam never writes to it; move it away or point db-path (or IPAM_DB_PATH) "
+                           "at another path")
         if layout is not None and layout != LAYOUT:
             raise CNIError(IO_FAILURE, f"store {path} has layout {layout!r}; this ecs-ipam reads layout {LAYOUT!r}",
                            "it was written by a newer ecs-ipam: use that version")
@@ -367,7 +368,8 @@ class _DiskTables:
             if kind == filekind.GDBM:
                 raise self._damaged("gdbm cannot open it", OSError("a damaged dbm.gnu file"))
             raise CNIError(IO_FAILURE, found,
-                           "ecs-ipam never overwrites it; move it away or point IPAM_DB_PATH at another path")
+                           "ecs-ipam never overwrites it; move it away or point db-path (or IPAM_DB_PATH) "
+                           "at another path")
 
     def _read_journal(self):
         try:

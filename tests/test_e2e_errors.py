@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from e2e_support import (ALL_VERSIONS, DUAL, V4, V6, add, add_address, assert_free, failed, held_addresses, mode_of,
-                         netconf, silent_success, store_files, succeeded)
+from e2e_support import (ALL_VERSIONS, DUAL, V4, V6, add, add_address, assert_free, failed, held_addresses,
+                         lock_held, mode_of, netconf, silent_success, store_files, succeeded)
 
 SUPPORTED = list(ALL_VERSIONS)
 BOLT_FIXTURE = Path(__file__).resolve().parent / "fixtures" / "go-plugin-boltdb" / "ipv4-basic.db"
@@ -316,17 +316,6 @@ def test_invalid_connection_timeout_is_code_4(plugin, timeout):
 @pytest.mark.parametrize("timeout", ["", "0", "5", "2.5", "300ms", "1m30s", "1h", "1.5s", "10us"])
 def test_valid_connection_timeouts(plugin, timeout):
     assert add_address(plugin, V4, env={"IPAM_DB_CONNECTION_TIMEOUT": timeout}) == "10.0.0.2"
-
-
-@contextlib.contextmanager
-def lock_held(db_path):
-    db_path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(str(db_path) + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
 
 
 @pytest.mark.parametrize("command", ["ADD", "DEL", "CHECK", "GC", "STATUS"])
