@@ -35,6 +35,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import ROOT
+
 BRIDGE = Path("/usr/lib/cni/bridge")
 BUSYBOX = Path("/bin/busybox")
 DEFAULT_STORE = "/data/eni-ipam.db"  # where a DEL without db-path and without IPAM_DB_PATH goes
@@ -218,6 +220,24 @@ def conflist(name, bridge, ipam):
                          "ipam": {"type": "ecs-ipam", **ipam}}]}
 
 
+def readme_network():
+    """The conflist in the README's "Using it with a container runtime"."""
+    section = (ROOT / "README.md").read_text().split("\n## Using it with a container runtime\n", 1)[1]
+    return json.loads(section.split("```json\n", 1)[1].split("```", 1)[0])
+
+
+# The README's network, which the dual-stack tests run (with db-path and the bridge their own).
+README_IPAM = {key: value for key, value in readme_network()["plugins"][0]["ipam"].items()
+               if key not in ("type", "db-path")}
+
+
+def test_the_readme_network_is_the_one_the_tests_run():
+    doc = readme_network()
+    assert doc == conflist("ecsnet", "ecsbr0", {"db-path": "/var/lib/ecs-ipam/ecsnet.db", **README_IPAM})
+    assert README_IPAM == {"ipv4-subnet": DS4, "ipv4-routes": [{"dst": V4_ROUTE}],
+                           "ipv6-subnet": DS6, "ipv6-routes": [{"dst": V6_ROUTE}]}
+
+
 @pytest.fixture(scope="module")
 def podman(artifact, tmp_path_factory):
     missing = _missing()
@@ -300,11 +320,10 @@ def assert_in_subnets(addresses, subnets):
      [f"{V4_ROUTE} via {ipaddress.ip_network(V4)[1]} dev eth0"]),
     ({"ipv6-subnet": V6, "ipv6-routes": [{"dst": V6_ROUTE}]},
      [f"{V6_ROUTE} via {ipaddress.ip_network(V6)[1]} dev eth0"]),
-    ({"ipv4-subnet": DS4, "ipv6-subnet": DS6, "ipv4-routes": [{"dst": V4_ROUTE}],
-      "ipv6-routes": [{"dst": V6_ROUTE}]},
+    (README_IPAM,
      [f"{V4_ROUTE} via {ipaddress.ip_network(DS4)[1]} dev eth0",
       f"{V6_ROUTE} via {ipaddress.ip_network(DS6)[1]} dev eth0"]),
-], ids=["ipv4", "ipv6", "dual-stack"])
+], ids=["ipv4", "ipv6", "dual-stack-readme"])
 def test_run_rm_adds_then_deletes(podman, networks, store, ipam, routes):
     net = networks("rm", {**ipam, "db-path": str(store)})
     subnets = [ipam[key] for key in ("ipv4-subnet", "ipv6-subnet") if key in ipam]
