@@ -648,7 +648,7 @@ ODD_VALUES = [None, "", 0, -1, 1.5, True, [], {}, "10.0.0.0/24", "10.0.0.5", "10
               [{"dst": "169.254.170.2/32", "mtu": 1500}], [{"dst": "::/0", "gw": None, "table": 5}],
               [{"containerID": "c1", "ifname": "eth0"}], {"ips": [{"address": "10.0.0.2/24"}]}]
 IPAM_KEYS = ["type", "id", "cniVersion", "ipv4-address", "ipv4-gateway", "ipv4-routes", "ipv6-address",
-             "ipv6-gateway", "ipv6-routes", "ipv4-subnet", "ipv6-subnet"]
+             "ipv6-gateway", "ipv6-routes", "ipv4-subnet", "ipv6-subnet", "db-path", "db-connection-timeout"]
 
 
 def test_random_odd_configs_never_make_an_internal_error(plugin):
