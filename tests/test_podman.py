@@ -76,8 +76,11 @@ def _collisions():
     return "; ".join(found)
 
 
-def _links():
-    return subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True, check=True).stdout.count("\n")
+def _links(run=None):
+    """The names of the links in the machine's own network namespace (or where run runs `ip`)."""
+    command = ("ip", "-o", "link", "show")
+    shown = (run(*command) if run else subprocess.run(command, capture_output=True, text=True, check=True)).stdout
+    return {line.split(":")[1].strip().split("@")[0] for line in shown.splitlines()}
 
 
 def _ulimit(kind):
@@ -181,7 +184,7 @@ class Podman:
         IPv4 gateway address); return its path."""
         self.bridges += 1
         path = self.networks / f"{name}.conflist"
-        path.write_text(json.dumps(conflist(name, f"ecsbr{self.bridges}", ipam), indent=2))
+        path.write_text(json.dumps(conflist(name, f"ecsipambr{self.bridges}", ipam), indent=2))
         return path
 
     def listing(self, store):
@@ -251,20 +254,23 @@ def podman(artifact, tmp_path_factory):
     # machine (where /data did not exist, so it could not be hidden), they are removed by name.
     default_paths = [os.path.dirname(DEFAULT_STORE)] + [DEFAULT_STORE + suffix for suffix in ("", ".lock", ".journal")]
     new_default_paths = [path for path in default_paths if not os.path.lexists(path)]
-    links_before = _links()
     try:
         runtime.open_namespaces()
         probe = runtime("info", "--format", "{{.Host.NetworkBackend}}", check=False)
         if probe.returncode != 0 or probe.stdout.strip() != "cni":
             pytest.skip(f"podman cannot run with the CNI backend here: {probe.stdout.strip()} {probe.stderr.strip()}")
         yield runtime
+        in_namespace = _links(runtime.enter)
     finally:
         runtime.close()
         made = [path for path in new_default_paths if os.path.lexists(path)]
         for path in reversed(made):
             (os.rmdir if os.path.isdir(path) else os.unlink)(path)
     assert made == [], f"a call made {made} on the machine"
-    assert _links() == links_before, "a link appeared in the machine's own network namespace"
+    # Every bridge of these tests was made in their namespace, none in the machine's.
+    ours = {f"ecsipambr{number}" for number in range(1, runtime.bridges + 1)}
+    assert ours <= in_namespace, (ours, in_namespace)
+    assert not ours & _links(), "a bridge of these tests is in the machine's own network namespace"
 
 
 @pytest.fixture
