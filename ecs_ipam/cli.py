@@ -50,12 +50,12 @@ def respond(environ, read_stdin, warn):
         versions.require_command_allowed(command, cni_version)
         for key in config.unknown_ipam_keys(doc):
             warn(f"ecs-ipam: warning: ignoring unknown ipam key {key!r} (a typo?)")
-        path, timeout = settings.store_settings(environ)
+        path, timeout = settings.store_settings(environ, config.parse_store_keys(doc))
 
-        def session(subnets, writable=True):
+        def session(subnets, writable=True, create=True):
             from ecs_ipam.disk import open_store
 
-            return open_store(path, timeout, writable, upgrade_subnets=subnets, warn=warn)
+            return open_store(path, timeout, writable, upgrade_subnets=subnets, warn=warn, create=create)
 
         request = commands.Request(command, cni_version, _env_text(environ, "CNI_CONTAINERID"),
                                    _env_text(environ, "CNI_IFNAME"), doc, session, warn)
