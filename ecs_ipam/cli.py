@@ -28,9 +28,11 @@ Environment:
   CNI_COMMAND                   ADD, DEL, CHECK, GC, STATUS or VERSION (required)
   CNI_CONTAINERID, CNI_IFNAME   recorded with each allocation; DEL, CHECK and GC find it by them
   CNI_NETNS, CNI_PATH, CNI_ARGS accepted, not used
-  IPAM_DB_PATH                  the store (default {settings.DEFAULT_PATH})
-  IPAM_DB_CONNECTION_TIMEOUT    how long to wait for the store's lock: 5s, 300ms, 1m30s or
-                                seconds (default 5s; 0 waits forever)
+  IPAM_DB_PATH                  the store, unless the config's ipam has db-path (default
+                                {settings.DEFAULT_PATH})
+  IPAM_DB_CONNECTION_TIMEOUT    how long to wait for the store's lock, unless the config's ipam
+                                has db-connection-timeout: 5s, 300ms, 1m30s or seconds (default
+                                5s; 0 waits forever)
   ECS_CNI_LOG_FILE              the call log: a line per ADD, DEL or GC that changes the store
                                 and per error (default {settings.DEFAULT_LOG_FILE} when its
                                 directory exists)
@@ -95,12 +97,13 @@ def respond(environ, read_stdin, warn):
             versions.require_command_allowed(command, cni_version)
             for key in config.unknown_ipam_keys(doc):
                 warn(f"ecs-ipam: warning: ignoring unknown ipam key {key!r} (a typo?)")
-            path, timeout = settings.store_settings(environ)
+            path, timeout = settings.store_settings(environ, config.parse_store_keys(doc))
 
-            def session(subnets, writable=True):
+            def session(subnets, writable=True, create=True):
                 from ecs_ipam.disk import open_store
 
-                sessions.append(open_store(path, timeout, writable, upgrade_subnets=subnets, warn=warn))
+                sessions.append(open_store(path, timeout, writable, upgrade_subnets=subnets, warn=warn,
+                                           create=create))
                 return sessions[-1]
 
             request = commands.Request(command, cni_version, _env_text(environ, "CNI_CONTAINERID"),

@@ -11,9 +11,9 @@ from ecs_ipam.ownership import Caller
 from ecs_ipam.result import IPConfig, Result, encode
 from ecs_ipam.versions import NEWEST, SUPPORTED
 
-# doc is the decoded config; session(subnets, writable=True) opens the store as a context
-# manager (subnets: the config's, under which a Go plugin store found there is upgraded);
-# warn(line) writes a line to stderr.
+# doc is the decoded config; session(subnets, writable=True, create=True) opens the store as a
+# context manager (ecs_ipam.disk.open_store; subnets: the config's, under which a Go plugin store
+# found there is upgraded); warn(line) writes a line to stderr.
 Request = namedtuple("Request", "command cni_version container_id ifname doc session warn")
 
 
@@ -45,7 +45,7 @@ def delete(request):
     if not ownership.identifies(caller, subnets, addresses):
         raise invalid or config_error("DEL cannot tell what to release",
                                       "give ipv4-address/ipv6-address or id in ipam, or set CNI_CONTAINERID")
-    with request.session(subnets) as store:
+    with request.session(subnets, create=False) as store:  # no store holds nothing: make none
         if caller.id is not None:
             candidates = store.held_by_id(caller.id)
         else:
@@ -83,7 +83,7 @@ def gc(request):
         live.setdefault(container, set()).add(ifname or None)
     subnets = _subnets(ipam)
     errors = []  # GC keeps going past what it cannot read or release, and reports it at the end
-    with request.session(subnets) as store:
+    with request.session(subnets, create=False) as store:
         for held in ownership.release_by_gc(subnets, live, store.allocations(damaged=errors)):
             try:
                 store.release(held.address)

@@ -4,7 +4,8 @@ import ipaddress
 from collections import namedtuple
 
 from ecs_ipam import jsontext
-from ecs_ipam.errors import DECODE_FAILURE, INCOMPATIBLE_VERSION, CNIError, config_error
+from ecs_ipam.errors import DECODE_FAILURE, INCOMPATIBLE_VERSION, INVALID_CONFIG, CNIError, config_error
+from ecs_ipam.settings import parse_duration, store_path
 from ecs_ipam.versions import DEFAULT, require_supported
 
 # A route as the result reports it; gw is the family's gateway when the config gave none.
@@ -19,10 +20,13 @@ MAX_ID_BYTES = 256
 # (and, for IPv4, the broadcast address) are set aside.
 LONGEST_SUBNET_PREFIX = {4: 30, 6: 126}
 FIELDS = ("subnet", "address", "gateway", "routes")
+# The store's path and lock timeout (ecs_ipam.settings says how they combine with the environment).
+DB_PATH, DB_CONNECTION_TIMEOUT = "db-path", "db-connection-timeout"
 # The ECS agent's IPAMConfig also writes cniVersion into the ipam section, and its netlib the
 # connected subnet sizes meant for ecs-bridge: known, not typos.
 KNOWN_IPAM_KEYS = frozenset(
-    ["type", "id", "cniVersion", "connectedSubnetMaskSizeIPv4", "connectedSubnetMaskSizeIPv6"]
+    ["type", "id", "cniVersion", "connectedSubnetMaskSizeIPv4", "connectedSubnetMaskSizeIPv6",
+     DB_PATH, DB_CONNECTION_TIMEOUT]
     + [f"ipv{version}-{field}" for version in (4, 6) for field in FIELDS]
 )
 
@@ -60,6 +64,15 @@ def parse_ipam(doc):
     if not families:
         raise config_error("ipam needs ipv4-subnet or ipv6-subnet (or both)")
     return IPAM(_parse_id(section.get("id")), families)
+
+
+def parse_store_keys(doc):
+    """(db-path, db-connection-timeout in seconds) of the ipam section, None where absent; code 7
+    naming the field and value when one is invalid."""
+    section = doc.get("ipam")
+    if not isinstance(section, dict):
+        return None, None
+    return _parse_db_path(section.get(DB_PATH)), _parse_db_timeout(section.get(DB_CONNECTION_TIMEOUT))
 
 
 def unknown_ipam_keys(doc):
@@ -163,6 +176,33 @@ def _parse_id(value):
     if size > MAX_ID_BYTES:
         raise config_error(f"id is {size} bytes long; the limit is {MAX_ID_BYTES}", f"got {value!r}")
     return value
+
+
+def _parse_db_path(value):
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise config_error(f"{DB_PATH} must be a string", f"got {_show(value)}")
+    if "\0" in value:
+        raise config_error(f"{DB_PATH} {value!r} contains a NUL character")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise config_error(f"{DB_PATH} is not valid Unicode text", f"got {value!r}")
+    return store_path(DB_PATH, value, absolute=True, code=INVALID_CONFIG)
+
+
+def _parse_db_timeout(value):
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise config_error(f"{DB_CONNECTION_TIMEOUT} must be a duration string or a number of seconds",
+                           f'such as "5s" or 5; got {_show(value)}')
+    if isinstance(value, str) and not value.strip():
+        raise config_error(f"{DB_CONNECTION_TIMEOUT} {value!r} is not a duration",
+                           'use Go duration syntax such as "5s", "300ms" or "1m30s", or a number of seconds')
+    text, shown = (value, repr(value)) if isinstance(value, str) else (str(value), _show(value))
+    return parse_duration(DB_CONNECTION_TIMEOUT, text, INVALID_CONFIG, shown)
 
 
 def _parse_family(section, version):

@@ -18,7 +18,7 @@ def main(argv, environ):
     """Run one db subcommand; return the exit code."""
     args = _parser().parse_args(argv)
     try:
-        path, timeout = store_settings(environ, args.db)
+        path, timeout = store_settings(environ, path=args.db)
         return args.run(args, path, timeout)
     except CNIError as err:
         print(f"ecs-ipam db: {err.msg}" + (f" ({err.details})" if err.details else ""), file=sys.stderr)

@@ -48,16 +48,19 @@ class open_store:
 
     timeout is in seconds (0 waits forever). With writable=False nothing is ever
     written or created, and a store that does not exist reads as empty (or, with
-    must_exist, is code 5 "no store at PATH"). An exception inside the block discards
-    every change made in it. Once the block has committed, ``committed`` lists what it
-    allocated and released (Store.changes).
+    must_exist, is code 5 "no store at PATH"). With create=False (for calls that only
+    release) a store that does not exist reads as empty too, and no directory or lock
+    file is made for it. An exception inside the block discards every change made in it.
+    Once the block has committed, ``committed`` lists what it allocated and released
+    (Store.changes).
 
     Given upgrade_subnets (the subnets of the config being served), a Go plugin's BoltDB file
     at path is first upgraded in place (ecs_ipam.upgrade); without them such a file is refused
     (GoPluginStore, code 5). warn(line) tells of the upgrade and of a failed compaction.
     """
 
-    def __init__(self, path, timeout, writable=True, upgrade_subnets=None, warn=None, must_exist=False):
+    def __init__(self, path, timeout, writable=True, upgrade_subnets=None, warn=None, must_exist=False,
+                 create=True):
         # A symlink at path is followed once, here: the snapshot is replaced by a rename, which
         # would otherwise replace the link itself and leave the linked file behind.
         self.path = os.path.realpath(path)
@@ -68,6 +71,7 @@ class open_store:
         self.must_exist = must_exist
         self.journal_records = 0
         self.compaction_failure = None
+        self.create = create
         self._lock_fd = None
         self._tables = None
         self._store = None
@@ -80,7 +84,7 @@ class open_store:
                 if self.must_exist:
                     raise CNIError(IO_FAILURE, f"no store at {self.path}",
                                    "check the path (--db, IPAM_DB_PATH); a store is made by the first ADD")
-                if not self.writable:
+                if not (self.writable and self.create):
                     self._tables = MemoryTables()
                     return Store(self._tables)
                 _make_directories(directory)
@@ -179,7 +183,7 @@ def _inspect(path, upgrading):
     if not stat.S_ISREG(found.st_mode):
         raise CNIError(IO_FAILURE, f"{path} is not an ecs-ipam store: it is "
                                    + ("a directory" if stat.S_ISDIR(found.st_mode) else "not a regular file"),
-                       "IPAM_DB_PATH names the store's file, not a directory: e.g. /data/eni-ipam.db")
+                       "db-path (or IPAM_DB_PATH) names the store's file, not a directory: e.g. /data/eni-ipam.db")
     kind = filekind.kind_of_file(path)
     if kind == filekind.GDBM or (kind == filekind.BOLT and upgrading):
         return True
@@ -187,7 +191,7 @@ def _inspect(path, upgrading):
         raise GoPluginStore(IO_FAILURE, f"{path} is not an ecs-ipam store: {filekind.DESCRIPTIONS[kind]}",
                             _BOLT_HINT)
     raise CNIError(IO_FAILURE, f"{path} is not an ecs-ipam store: {filekind.DESCRIPTIONS[kind]}",
-                   "ecs-ipam never overwrites it; move it away or point IPAM_DB_PATH at another path")
+                   "ecs-ipam never overwrites it; move it away or point db-path (or IPAM_DB_PATH) at another path")
 
 
 def _require_private(directory):
@@ -260,7 +264,8 @@ class _DiskTables:
         if layout is None and self._base is not None:  # every snapshot ecs-ipam writes carries its layout
             raise CNIError(IO_FAILURE, f"{path} is not an ecs-ipam store: it is a dbm.gnu file without "
                                        f"ecs-ipam's {LAYOUT_KEY!r} key (another program's database?)",
-                           "ecs-ipam never writes to it; move it away or point IPAM_DB_PATH at another path")
+                           "ecs-ipam never writes to it; move it away or point db-path (or IPAM_DB_PATH) "
+                           "at another path")
         if layout is not None and layout != LAYOUT:
             raise CNIError(IO_FAILURE, f"store {path} has layout {layout!r}; this ecs-ipam reads layout {LAYOUT!r}",
                            "it was written by a newer ecs-ipam: use that version")
@@ -369,7 +374,8 @@ class _DiskTables:
             if kind == filekind.GDBM:
                 raise self._damaged("gdbm cannot open it", OSError("a damaged dbm.gnu file"))
             raise CNIError(IO_FAILURE, found,
-                           "ecs-ipam never overwrites it; move it away or point IPAM_DB_PATH at another path")
+                           "ecs-ipam never overwrites it; move it away or point db-path (or IPAM_DB_PATH) "
+                           "at another path")
 
     def _read_journal(self):
         try:

@@ -63,7 +63,8 @@ def wait_for_flock(fd, timeout, path, holder, shown_timeout=None):
     except _Expired:
         raise CNIError(TRY_AGAIN_LATER,
                        f"timed out after {shown_timeout or timeout:g}s waiting for the lock on {path}",
-                       f"{holder}; try again later (IPAM_DB_CONNECTION_TIMEOUT sets the wait)")
+                       f"{holder}; try again later "
+                       "(ipam's db-connection-timeout or IPAM_DB_CONNECTION_TIMEOUT sets the wait)")
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)

@@ -1,5 +1,7 @@
 """Helpers for the end-to-end tests: network configs as a runtime sends them, and short assertions."""
 
+import contextlib
+import fcntl
 import os
 import subprocess
 from pathlib import Path
@@ -147,3 +149,15 @@ def store_files(plugin):
 
 def mode_of(path):
     return os.stat(path).st_mode & 0o777
+
+
+@contextlib.contextmanager
+def lock_held(db_path):
+    """Hold the store's lock, as another ecs-ipam process would."""
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(str(db_path) + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)

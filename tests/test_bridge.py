@@ -1,7 +1,9 @@
-"""Debian's CNI bridge plugin delegating IPAM to ecs-ipam, in a real network namespace.
+"""Debian's CNI bridge plugin delegating IPAM to ecs-ipam, in real network namespaces.
 
 This is how the ECS agent uses the plugin: the bridge plugin finds `ecs-ipam` on CNI_PATH,
 passes it the whole config and its own environment, and configures what it returns.
+The bridge plugin itself runs in a network namespace of the test's own (the "host" side:
+the bridge and the host ends of the veths live and die there), never in the machine's own.
 Needs root, iproute2 (`ip`) and containernetworking-plugins (/usr/lib/cni/bridge).
 """
 
@@ -27,16 +29,15 @@ def ip(*args, check=True):
     return subprocess.run(["ip", *args], capture_output=True, text=True, check=check, timeout=30)
 
 
-@pytest.fixture
-def netns():
-    """A fresh, named network namespace; skips when this sandbox cannot make one."""
+def _namespace(role):
+    """A fresh, named network namespace (deleted afterwards); skips when this sandbox cannot make one."""
     if shutil.which("ip") is None:
         pytest.skip("iproute2's `ip` is not installed")
     if not BRIDGE.is_file():
         pytest.skip(f"{BRIDGE} is missing: install Debian's containernetworking-plugins")
     if os.geteuid() != 0:
         pytest.skip("network namespaces need root")
-    name = f"ecs-ipam-test-{secrets.token_hex(4)}"
+    name = f"ecs-ipam-test-{role}-{secrets.token_hex(4)}"
     made = ip("netns", "add", name, check=False)
     if made.returncode != 0:
         pytest.skip(f"cannot create a network namespace here: {made.stderr.strip()}")
@@ -52,10 +53,20 @@ def netns():
 
 
 @pytest.fixture
+def netns():
+    """The container's network namespace."""
+    yield from _namespace("container")
+
+
+@pytest.fixture
+def host_netns():
+    """Where the bridge plugin runs: its bridge and the host ends of the veths are made here."""
+    yield from _namespace("host")
+
+
+@pytest.fixture
 def bridge_name():
-    name = f"ecsbr{secrets.token_hex(4)}"  # 13 characters: under IFNAMSIZ, unique per test
-    yield name
-    ip("link", "del", name, check=False)
+    return f"ecsbr{secrets.token_hex(4)}"  # 13 characters: under IFNAMSIZ, unique per test
 
 
 @pytest.fixture
@@ -71,8 +82,9 @@ def cni_path(artifact, tmp_path):
 class Bridge:
     """Runs Debian's bridge plugin as a runtime would, for one container in one netns."""
 
-    def __init__(self, cni_path, netns, db_path, bridge_name):
-        self.cni_path, self.netns, self.db_path, self.bridge_name = cni_path, netns, db_path, bridge_name
+    def __init__(self, cni_path, host_netns, netns, db_path, bridge_name):
+        self.cni_path, self.host_netns, self.netns = cni_path, host_netns, netns
+        self.db_path, self.bridge_name = db_path, bridge_name
 
     def config(self, holder_id, v6=False):
         ipam = {"type": "ecs-ipam", "id": holder_id, "ipv4-subnet": V4,
@@ -86,8 +98,10 @@ class Bridge:
         env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "CNI_COMMAND": command, "CNI_CONTAINERID": container,
                "CNI_NETNS": f"/var/run/netns/{self.netns}", "CNI_IFNAME": ifname, "CNI_PATH": str(self.cni_path),
                "IPAM_DB_PATH": str(self.db_path)}
-        proc = subprocess.run([str(BRIDGE)], input=json.dumps(doc).encode(), env=env, capture_output=True,
-                              timeout=60, cwd="/")
+        proc = subprocess.run(["ip", "netns", "exec", self.host_netns, str(BRIDGE)], input=json.dumps(doc).encode(),
+                              env=env, capture_output=True, timeout=60, cwd="/")
+        # The bridge is on the host side of the test's own namespaces, never in the machine's.
+        assert ip("link", "show", "dev", self.bridge_name, check=False).returncode != 0
         return Outcome(proc)
 
     def addresses(self, family):
@@ -102,8 +116,8 @@ class Bridge:
 
 
 @pytest.fixture
-def bridge(cni_path, netns, tmp_path, bridge_name):
-    return Bridge(cni_path, netns, tmp_path / "db" / "ipam.db", bridge_name)
+def bridge(cni_path, host_netns, netns, tmp_path, bridge_name):
+    return Bridge(cni_path, host_netns, netns, tmp_path / "db" / "ipam.db", bridge_name)
 
 
 def held_by(db_path, holder_id):
@@ -119,6 +133,7 @@ def test_bridge_add_configures_the_address_ecs_ipam_allocated(bridge):
 
     (entry,) = added.json["ips"]
     assert entry["address"] == "169.254.172.2/22" and entry["gateway"] == "169.254.172.1"
+    assert ip("-n", bridge.host_netns, "link", "show", "dev", bridge.bridge_name, check=False).returncode == 0
     assert bridge.addresses(4) == ["169.254.172.2/22"]
     # A route without gw goes via the gateway (bridge fills it in).
     assert "169.254.170.2 via 169.254.172.1 dev eth0" in bridge.routes(4)

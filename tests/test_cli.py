@@ -56,3 +56,20 @@ def test_bad_durations_are_code_4_naming_the_value(text):
     with pytest.raises(CNIError) as caught:
         settings.parse_duration("IPAM_DB_CONNECTION_TIMEOUT", text)
     assert caught.value.code == 4 and "IPAM_DB_CONNECTION_TIMEOUT" in caught.value.msg and repr(text) in caught.value.msg
+
+
+@pytest.mark.parametrize("configured, environ, expected", [
+    ((None, None), {}, (settings.DEFAULT_PATH, 5.0)),
+    ((None, None), {"IPAM_DB_PATH": "/env.db", "IPAM_DB_CONNECTION_TIMEOUT": "2s"}, ("/env.db", 2.0)),
+    (("/conf.db", 0.5), {"IPAM_DB_PATH": "/env.db", "IPAM_DB_CONNECTION_TIMEOUT": "2s"}, ("/conf.db", 0.5)),
+    (("/conf.db", None), {"IPAM_DB_PATH": "/env.db", "IPAM_DB_CONNECTION_TIMEOUT": "2s"}, ("/conf.db", 2.0)),
+    ((None, 0.0), {"IPAM_DB_PATH": "/env.db", "IPAM_DB_CONNECTION_TIMEOUT": "2s"}, ("/env.db", 0.0)),
+    # The config's timeout wins, so a bad one in the environment is never read.
+    ((None, 1.0), {"IPAM_DB_CONNECTION_TIMEOUT": "banana"}, (settings.DEFAULT_PATH, 1.0)),
+])
+def test_the_config_wins_over_the_environment_over_the_default(configured, environ, expected):
+    assert settings.store_settings(environ, configured) == expected
+
+
+def test_the_db_tools_path_wins_over_the_environment():
+    assert settings.store_settings({"IPAM_DB_PATH": "/env.db"}, path="/tool.db") == ("/tool.db", 5.0)

@@ -186,3 +186,60 @@ def test_deeply_nested_values_are_code_7_not_a_crash(depth):
     with pytest.raises(CNIError) as caught:
         config.parse_ipam(routes)
     assert caught.value.code == 7 and "ipv4-routes[0]" in caught.value.msg
+
+
+def store_keys(**fields):
+    return config.parse_store_keys({"ipam": {"ipv4-subnet": "10.0.0.0/24",
+                                             **{key.replace("_", "-"): value for key, value in fields.items()}}})
+
+
+@pytest.mark.parametrize("fields, expected", [
+    ({}, (None, None)),
+    ({"db_path": None, "db_connection_timeout": None}, (None, None)),  # null means absent
+    ({"db_path": "/var/lib/ecs-ipam/net.db"}, ("/var/lib/ecs-ipam/net.db", None)),
+    ({"db_path": "/a/./b.db"}, ("/a/./b.db", None)),
+    ({"db_connection_timeout": "300ms"}, (None, 0.3)),
+    ({"db_connection_timeout": "1m30s"}, (None, 90.0)),
+    ({"db_connection_timeout": 2}, (None, 2.0)),
+    ({"db_connection_timeout": 0.25}, (None, 0.25)),
+    ({"db_connection_timeout": 0}, (None, 0.0)),
+    ({"db_connection_timeout": "0"}, (None, 0.0)),
+])
+def test_store_keys(fields, expected):
+    path, timeout = store_keys(**fields)
+    assert path == expected[0]
+    assert timeout == (None if expected[1] is None else pytest.approx(expected[1]))
+
+
+@pytest.mark.parametrize("fields, fragments", [
+    ({"db_path": "ipam.db"}, ["db-path", "'ipam.db'", "absolute"]),
+    ({"db_path": "./ipam.db"}, ["db-path", "'./ipam.db'", "absolute"]),
+    ({"db_path": ""}, ["db-path", "''", "absolute"]),
+    ({"db_path": "/var/lib/ecs-ipam/"}, ["db-path", "'/var/lib/ecs-ipam/'", "directory"]),
+    ({"db_path": "/var/lib/.."}, ["db-path", "'/var/lib/..'", "directory"]),
+    ({"db_path": "/"}, ["db-path", "'/'", "directory"]),
+    ({"db_path": "/a\0b"}, ["db-path", "NUL"]),
+    ({"db_path": "/a/\udcff"}, ["db-path", "Unicode"]),
+    ({"db_path": 5}, ["db-path", "string", "5"]),
+    ({"db_path": ["/a"]}, ["db-path", "string", '["/a"]']),
+    ({"db_connection_timeout": "5x"}, ["db-connection-timeout", "'5x'", "not a duration"]),
+    ({"db_connection_timeout": ""}, ["db-connection-timeout", "''", "not a duration"]),
+    ({"db_connection_timeout": "-1s"}, ["db-connection-timeout", "'-1s'", "0 or more"]),
+    ({"db_connection_timeout": -1}, ["db-connection-timeout", "-1", "0 or more"]),
+    ({"db_connection_timeout": 1e300}, ["db-connection-timeout", "1e+300", "longer than a Go duration"]),
+    ({"db_connection_timeout": True}, ["db-connection-timeout", "true"]),
+    ({"db_connection_timeout": {"s": 5}}, ["db-connection-timeout", '{"s": 5}']),
+])
+def test_bad_store_keys_are_code_7_naming_field_and_value(fields, fragments):
+    with pytest.raises(CNIError) as caught:
+        store_keys(**fields)
+    assert caught.value.code == 7
+    text = caught.value.msg + " " + caught.value.details
+    for fragment in fragments:
+        assert fragment in text, (fragment, text)
+
+
+def test_store_keys_are_known_keys():
+    doc = {"ipam": {"ipv4-subnet": "10.0.0.0/24", "db-path": "/x/ipam.db", "db-connection-timeout": "5s"}}
+    assert config.unknown_ipam_keys(doc) == []
+    assert config.parse_store_keys({"ipam": "not an object"}) == (None, None)  # parse_ipam reports it

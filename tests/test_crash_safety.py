@@ -16,12 +16,13 @@ import shutil
 import signal
 import statistics
 import subprocess
-import sys
 import threading
 import time
 import zlib
 
 import pytest
+
+import kill_points
 
 import ecs_ipam.disk as disk_module
 from conftest import Outcome
@@ -254,39 +255,8 @@ def _address_key(text):
 
 # --- fault injection: kill a session before and after each of its file operations -------------
 
-# Runs one CNI call in a child process that SIGKILLs itself at kill point N: point 2k is
-# just before the store's k-th file operation, point 2k+1 just after it.
-CHILD = r"""
-import json, os, signal, sys
-kill_at = int(sys.argv[1])
-env, stdin = json.loads(sys.argv[2]), sys.argv[3].encode()
-import dbm.gnu
-from ecs_ipam import allocator, cli, commands, config, result, store
-points = [0]
-def point():
-    if points[0] == kill_at:
-        os.kill(os.getpid(), signal.SIGKILL)
-    points[0] += 1
-def instrument(name):
-    real = getattr(os, name)
-    def operation(*args, **kwargs):
-        point()
-        value = real(*args, **kwargs)
-        point()
-        return value
-    setattr(os, name, operation)
-for name in ("open", "write", "fsync", "ftruncate", "lseek", "sendfile", "rename", "unlink", "close"):
-    instrument(name)
-call = cli.respond(env, lambda: stdin, lambda line: None)
-sys.stdout.write(json.dumps({"output": call.output, "code": call.code, "points": points[0]}))
-"""
-
-
 def run_child(db, kill_at, command, doc, container=None):
-    proc = subprocess.run([sys.executable, "-c", CHILD, str(kill_at), json.dumps(environ(db, command, container)),
-                           json.dumps(doc)], capture_output=True, timeout=60, cwd="/")
-    assert b"Traceback" not in proc.stdout + proc.stderr, proc
-    return proc
+    return kill_points.run_child(environ(db, command, container), doc, kill_at)
 
 
 def kill_everywhere(tmp_path, prepare, command, doc, container=None):

@@ -93,6 +93,28 @@ def test_del_of_what_was_never_allocated_succeeds(plugin, ipam, env):
     assert_held(plugin, V4, "10.0.0.2", "someone")
 
 
+def test_del_and_gc_where_there_is_no_store_create_nothing(plugin):
+    """No store holds nothing: DEL and GC succeed there without making a directory or a lock file
+    (a runtime's cleanup DEL pointed at the wrong store must leave no trace)."""
+    directory = plugin.db_path.parent
+
+    def release_all():
+        for ipam, env in (({**V4, "id": "a"}, None), ({**V4, "ipv4-address": "10.0.0.7/24"}, None), (DUAL, C1)):
+            delete(plugin, ipam, env=env)
+        silent_success(gc(plugin, []))
+
+    release_all()
+    assert not directory.exists()
+    directory.mkdir()
+    release_all()
+    assert list(directory.iterdir()) == []
+    # Once there is a store, DEL takes its lock and releases as before.
+    add(plugin, {**V4, "id": "a"})
+    delete(plugin, {**V4, "id": "a"})
+    assert_free(plugin, V4, "10.0.0.2")
+    assert (directory / "ipam.db.lock").exists()
+
+
 @pytest.mark.parametrize("cni_version", ["0.1.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"])
 def test_del_succeeds_silently_in_every_version(plugin, cni_version):
     add(plugin, {**V4, "id": "a"}, cni_version)

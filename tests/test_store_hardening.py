@@ -257,7 +257,8 @@ def test_a_foreign_file_at_the_path_is_refused_without_a_lock_file_beside_it(plu
     assert sorted(p.name for p in plugin.db_path.parent.iterdir()) == ["ipam.db"]
 
 
-@pytest.mark.parametrize("value, fragment", [("/data/", "names a directory"), ("relative/ipam.db", "relative path"),
+@pytest.mark.parametrize("value, fragment", [("/data/", "names a directory"), ("/data/..", "names a directory"),
+                                             ("/data/.", "names a directory"), ("relative/ipam.db", "relative path"),
                                              ("ipam.db", "relative path")])
 def test_an_unusable_ipam_db_path_is_code_4_naming_it(plugin, value, fragment):
     failed(plugin.run("ADD", netconf(V4), env={"IPAM_DB_PATH": value}), 4, "IPAM_DB_PATH", repr(value), fragment)

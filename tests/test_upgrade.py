@@ -18,6 +18,8 @@ import time
 
 import pytest
 
+import kill_points
+
 from e2e_support import delete, failed, listing, netconf, silent_success, succeeded
 from ecs_ipam import cli
 from ecs_ipam.disk import open_store
@@ -201,39 +203,9 @@ def test_a_go_call_that_waited_for_the_old_file_finds_it_invalid(plugin, go_stor
 
 # --- kills: before and after every file operation of the upgrade, then at random ------------
 
-CHILD = r"""
-import json, os, signal, sys
-kill_at = int(sys.argv[1])
-env, stdin = json.loads(sys.argv[2]), sys.argv[3].encode()
-import dbm.gnu
-from ecs_ipam import allocator, bolt, cli, commands, config, disk, migrate, ownership, result, store, upgrade
-points = [0]
-def point():
-    if points[0] == kill_at:
-        os.kill(os.getpid(), signal.SIGKILL)
-    points[0] += 1
-def instrument(name):
-    real = getattr(os, name)
-    def operation(*args, **kwargs):
-        point()
-        value = real(*args, **kwargs)
-        point()
-        return value
-    setattr(os, name, operation)
-for name in ("open", "write", "pwrite", "fsync", "ftruncate", "lseek", "sendfile", "rename", "unlink", "close"):
-    instrument(name)
-call = cli.respond(env, lambda: stdin, lambda line: None)
-output, code = call.output, call.code
-sys.stdout.write(json.dumps({"output": output, "code": code, "points": points[0]}))
-"""
-
-
 def run_child(path, kill_at, command, doc):
     env = {"CNI_COMMAND": command, "IPAM_DB_PATH": str(path), "CNI_CONTAINERID": "ctr", "CNI_IFNAME": "eth0"}
-    proc = subprocess.run([sys.executable, "-c", CHILD, str(kill_at), json.dumps(env), json.dumps(doc)],
-                          capture_output=True, timeout=60, cwd="/")
-    assert b"Traceback" not in proc.stdout + proc.stderr, proc
-    return proc
+    return kill_points.run_child(env, doc, kill_at)
 
 
 def state(path):
