@@ -4,10 +4,11 @@
 
 Rows: the bare interpreter; the interpreter importing what an ADD needs; the plugin's ADD
 run straight from its unpacked site-packages (no zipapp); the same from a bare zipapp; the
-shipped file's ADD (our launcher); the same package built by stock shiv; host-local's ADD
-for reference; and the shipped file's first start after a reboot, when it unpacks. Every ADD starts on an empty
-store. The commands take turns within each round, so a machine that gets busier or quieter
-during the run shifts all of them alike instead of skewing the comparison.
+shipped file's ADD (our launcher), without and with the call log (ECS_CNI_LOG_FILE); the same
+package built by stock shiv; host-local's ADD for reference; and the shipped file's first start
+after a reboot, when it unpacks. Every ADD starts on an empty store; the call log grows over the
+run, as on a host. The commands take turns within each round, so a machine that gets busier or
+quieter during the run shifts all of them alike instead of skewing the comparison.
 """
 
 import argparse
@@ -41,6 +42,7 @@ LABELS = {
     "direct": "ecs-ipam ADD from the unpacked package, no zipapp",
     "zipapp": "ecs-ipam ADD, a bare zipapp whose `__main__` only imports it",
     "launcher": "**ecs-ipam ADD, the shipped file (launcher)**",
+    "logged": "ecs-ipam ADD, the shipped file, with the call log (`ECS_CNI_LOG_FILE`)",
     "stock": "ecs-ipam ADD, stock shiv bootstrap",
     "host-local": "host-local ADD (reference)",
     "cold": "ecs-ipam ADD, first start after a reboot (unpacks)",
@@ -48,13 +50,14 @@ LABELS = {
 
 
 class Case:
-    """One command to time: argv, its stdin file, and what to clear before each run."""
+    """One command to time: argv, its stdin file, what to clear before each run, and its own environment."""
 
-    def __init__(self, argv, stdin, clear=()):
-        self.argv, self.stdin, self.clear = argv, stdin, clear
+    def __init__(self, argv, stdin, clear=(), env=None):
+        self.argv, self.stdin, self.clear, self.env = argv, stdin, clear, env or {}
 
     def run_once(self, env):
         """Milliseconds from spawn to exit; posix_spawn and waitpid keep the harness's own cost small."""
+        env = {**env, **self.env}
         for path in self.clear:
             shutil.rmtree(path, ignore_errors=True)
         file_actions = [
@@ -96,6 +99,8 @@ def cases(work, python, artifact, host_local):
                         "import sys; sys.path.insert(0, sys.argv.pop(1)); from ecs_ipam.cli import main; main()",
                         "SITE_PACKAGES"], empty, store),
         "launcher": Case([str(work / "ecs-ipam")], empty, store),
+        "logged": Case([str(work / "ecs-ipam")], empty, store,
+                       {"ECS_CNI_LOG_FILE": str(work / "ecs-cni-ipam-plugin.log"), "ECS_CNI_LOGLEVEL": "info"}),
         "stock": Case([str(work / "ecs-ipam-stock")], empty, store),
     }
     if host_local and os.access(host_local, os.X_OK):
@@ -127,6 +132,15 @@ def report(times, rounds):
     for name, label in LABELS.items():
         if name in med:
             print(f"| {label} | {med[name]:.1f} ms | {med[name] / med['interpreter']:.1f}x |")
+    if {"direct", "imports", "zipapp", "stock"} <= set(med):
+        report_parts(med)
+    if {"logged", "launcher"} <= set(med):
+        print()
+        print(f"The call log: the shipped file's ADD with it {med['logged']:.2f} ms, without {med['launcher']:.2f} ms: "
+              f"{med['logged'] / med['launcher']:.3f}x")
+
+
+def report_parts(med):
     print()
     print("| the shipped file's ADD, by part | ms |")
     print("|---|---:|")
@@ -144,6 +158,8 @@ def main():
     parser.add_argument("--python", default=os.environ.get("HOST_PYTHON") or "/usr/bin/python3")
     parser.add_argument("--artifact", type=Path, default=Path(os.environ.get("ECS_IPAM_ARTIFACT", REPO / "dist" / "ecs-ipam")))
     parser.add_argument("--host-local", default="/usr/lib/cni/host-local")
+    parser.add_argument("--only", metavar="ROW,ROW", type=lambda text: text.split(","),
+                        help=f"time only these rows (of {', '.join(LABELS)}); e.g. launcher,logged for the call log")
     args = parser.parse_args()
     if not args.artifact.is_file():
         sys.exit(f"startup.py: no artifact at {args.artifact}: run ./build.sh first")
@@ -153,8 +169,15 @@ def main():
             "PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "SHIV_ROOT": str(work / "unpacked"),
             "CNI_COMMAND": "ADD", "CNI_CONTAINERID": "bench", "CNI_NETNS": "/var/run/netns/bench",
             "CNI_IFNAME": "eth0", "CNI_PATH": "/usr/lib/cni", "IPAM_DB_PATH": str(work / "db" / "ipam.db"),
+            "ECS_CNI_LOGLEVEL": "off",  # no call log but where a row asks for one, even where /log exists
         }
         table = cases(work, args.python, args.artifact, args.host_local)
+        if args.only:
+            unknown = set(args.only) - set(table)
+            if unknown or "interpreter" not in args.only:
+                sys.exit(f"startup.py: --only takes rows of {', '.join(table)}, interpreter among them"
+                         + (f"; not {', '.join(sorted(unknown))}" if unknown else ""))
+            table = {name: table[name] for name in args.only}
         # Unpack the warm copies and let them write their bytecode before timing anything.
         for name, case in table.items():
             if name not in ("direct", "cold"):

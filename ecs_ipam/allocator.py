@@ -14,6 +14,12 @@ def host_range(subnet):
     return first, last
 
 
+def usable(subnet):
+    """How many addresses of subnet ADD can hand out: its host addresses, the gateway aside."""
+    first, last = host_range(subnet)
+    return last - first
+
+
 def next_free(subnet, gateway, cursor, held_bits):
     """The first free host address after cursor, wrapping around, the cursor itself last.
 
@@ -74,9 +80,8 @@ def allocate(store, family, holder_id, container, ifname, now):
     else:
         address = next_free_address(store, family)
         if address is None:
-            first, last = host_range(family.subnet)
             raise CNIError(SUBNET_EXHAUSTED, f"subnet {family.subnet} is exhausted",
-                           f"all {last - first} of its addresses (the gateway aside) are held")
+                           f"all {usable(family.subnet)} of its addresses (the gateway aside) are held")
         interface = ipaddress.ip_interface((address, family.subnet.prefixlen))
     store.reserve(Allocation(address, holder_id, container, ifname, family.subnet, now))
     return IPConfig(interface, family.gateway)

@@ -2,6 +2,7 @@
 
 import os
 import sys
+from collections import namedtuple
 
 from ecs_ipam import jsontext, settings
 from ecs_ipam.errors import (DECODE_FAILURE, INTERNAL_ERROR, INVALID_ENVIRONMENT, IO_FAILURE,
@@ -9,13 +10,53 @@ from ecs_ipam.errors import (DECODE_FAILURE, INTERNAL_ERROR, INVALID_ENVIRONMENT
 from ecs_ipam.versions import NEWEST
 
 USAGE = """\
-ecs-ipam is a CNI IPAM plugin: a runtime runs it with CNI_COMMAND (ADD, DEL, CHECK, VERSION, GC,
-STATUS) and friends in the environment and the network config on stdin.
-  ecs-ipam --version | --capabilities
-  ecs-ipam db list [--json] | db release ADDRESS | db release --id ID | db check   [--db PATH]
-  ecs-ipam db import-bolt GO_PLUGIN_FILE [--ipv4-subnet CIDR] [--ipv6-subnet CIDR]   [--db PATH]
+usage: CNI_COMMAND=ADD|DEL|CHECK|GC|STATUS|VERSION ecs-ipam < NETWORK_CONFIG
+       ecs-ipam --version | --capabilities | --help
+       ecs-ipam db list|gc|release|check|import-bolt ...   (ecs-ipam db --help)
+"""
+HELP = f"""\
+ecs-ipam: the Amazon ECS IPAM plugin for CNI, in standard-library Python (a drop-in for the Go
+plugin). It hands out IPv4 and IPv6 addresses from the subnets of the config's ipam section and
+remembers who holds them in a local store.
+
+{USAGE}
+A runtime (ecs-bridge, the CNI bridge plugin, any CNI runtime) runs it once per call:
+CNI_COMMAND in the environment, the network config on stdin, the result as JSON on stdout; a
+failure is a CNI error object on stdout and exit status 1.
+
+Environment:
+  CNI_COMMAND                   ADD, DEL, CHECK, GC, STATUS or VERSION (required)
+  CNI_CONTAINERID, CNI_IFNAME   recorded with each allocation; DEL, CHECK and GC find it by them
+  CNI_NETNS, CNI_PATH, CNI_ARGS accepted, not used
+  IPAM_DB_PATH                  the store, unless the config's ipam has db-path (default
+                                {settings.DEFAULT_PATH})
+  IPAM_DB_CONNECTION_TIMEOUT    how long to wait for the store's lock, unless the config's ipam
+                                has db-connection-timeout: 5s, 300ms, 1m30s or seconds (default
+                                5s; 0 waits forever)
+  ECS_CNI_LOG_FILE              the call log: a line per ADD, DEL or GC that changes the store
+                                and per error (default {settings.DEFAULT_LOG_FILE} when its
+                                directory exists)
+  ECS_CNI_LOGLEVEL              the call log's level: trace, debug, info, warn, error, critical
+                                or off (default info; changes are info, errors error)
+
+--version prints the version as JSON (what the ECS agent parses); --capabilities prints
+{{"capabilities": ["awsvpc-network-mode"]}}. Go's one-dash spellings (-version) work too.
+
+Operator tools (they take the plugin's lock; each has --help; all take --db PATH, default
+$IPAM_DB_PATH, else {settings.DEFAULT_PATH}):
+  ecs-ipam db list [--json] [--id ID] [--container ID] [--subnet CIDR]
+  ecs-ipam db gc --keep-ids FILE|- [--dry-run] [--older-than DURATION] [--subnet CIDR] [--allow-all]
+  ecs-ipam db release ADDRESS | db release --id ID
+  ecs-ipam db check
+  ecs-ipam db import-bolt GO_PLUGIN_FILE [--ipv4-subnet CIDR] [--ipv6-subnet CIDR]
 """
 CAPABILITIES = {"capabilities": ["awsvpc-network-mode"]}
+
+
+# One CNI call: the JSON to print (or None) and the exit code; for the call log, who called (the
+# command, the config's id, CNI_CONTAINERID and CNI_IFNAME, None when absent), what the call
+# committed to the store ([(verb, Allocation)], see Store.changes) and the CNIError it failed with.
+Call = namedtuple("Call", "output code command id container ifname changes error")
 
 
 def main():
@@ -23,51 +64,79 @@ def main():
     if argv:
         sys.exit(_subcommand(argv))
     try:
-        output, code = respond(os.environ, _read_stdin, _warn)
+        call = respond(os.environ, _read_stdin, _warn)
     except KeyboardInterrupt:
         sys.exit(130)
-    _write(output)
-    sys.exit(code)
+    _write(call.output)
+    if call.changes or call.error is not None:
+        _log(os.environ, call)
+    sys.exit(call.code)
 
 
 def respond(environ, read_stdin, warn):
-    """Run one CNI call: return (the JSON object to print or None, the exit code)."""
+    """Run one CNI call: return its Call."""
     cni_version = NEWEST
+    holder = None
+    sessions = []  # every store session the command opened, for what they committed
     try:
         from ecs_ipam import commands, config, versions
 
         command = environ.get("CNI_COMMAND")
         if not command:
-            warn(USAGE.rstrip("\n"))
+            warn(USAGE + "(ecs-ipam --help says more)")
             raise CNIError(INVALID_ENVIRONMENT, "required environment variable CNI_COMMAND is missing")
         if command not in commands.HANDLERS:
             raise CNIError(INVALID_ENVIRONMENT, f"CNI_COMMAND {command!r} is not a CNI command",
                            f"expected one of {', '.join(commands.HANDLERS)}")
         if command == "VERSION":  # ignores stdin (which may be absent), the store and its settings
-            return commands.version(None), 0
-        doc = config.decode(_text(read_stdin()))
-        cni_version = config.cni_version_of(doc)
-        versions.require_command_allowed(command, cni_version)
-        for key in config.unknown_ipam_keys(doc):
-            warn(f"ecs-ipam: warning: ignoring unknown ipam key {key!r} (a typo?)")
-        path, timeout = settings.store_settings(environ, config.parse_store_keys(doc))
+            output = commands.version(None)
+        else:
+            doc = config.decode(_text(read_stdin()))
+            holder = config.id_of(doc)
+            cni_version = config.cni_version_of(doc)
+            versions.require_command_allowed(command, cni_version)
+            for key in config.unknown_ipam_keys(doc):
+                warn(f"ecs-ipam: warning: ignoring unknown ipam key {key!r} (a typo?)")
+            path, timeout = settings.store_settings(environ, config.parse_store_keys(doc))
 
-        def session(subnets, writable=True, create=True):
-            from ecs_ipam.disk import open_store
+            def session(subnets, writable=True, create=True):
+                from ecs_ipam.disk import open_store
 
-            return open_store(path, timeout, writable, upgrade_subnets=subnets, warn=warn, create=create)
+                sessions.append(open_store(path, timeout, writable, upgrade_subnets=subnets, warn=warn,
+                                           create=create))
+                return sessions[-1]
 
-        request = commands.Request(command, cni_version, _env_text(environ, "CNI_CONTAINERID"),
-                                   _env_text(environ, "CNI_IFNAME"), doc, session, warn)
-        return commands.HANDLERS[command](request), 0
+            request = commands.Request(command, cni_version, _env_text(environ, "CNI_CONTAINERID"),
+                                       _env_text(environ, "CNI_IFNAME"), doc, session, warn)
+            output = commands.HANDLERS[command](request)
+        code, error = 0, None
     except CNIError as err:
-        return err.to_json(cni_version), 1
+        output, code, error = err.to_json(cni_version), 1, err
     except (ImportError, SyntaxError) as err:  # a module of the unpacked copy is missing or damaged
-        return CNIError(IO_FAILURE, f"the plugin's own code cannot be loaded: {type(err).__name__}: {err}",
-                        "its unpacked copy may be damaged: run it once with SHIV_FORCE_EXTRACT=1 to unpack "
-                        "it again").to_json(cni_version), 1
+        error = CNIError(IO_FAILURE, f"the plugin's own code cannot be loaded: {type(err).__name__}: {err}",
+                         "its unpacked copy may be damaged: run it once with SHIV_FORCE_EXTRACT=1 to unpack it again")
+        output, code = error.to_json(cni_version), 1
     except Exception as err:  # a bug: still a CNI error, never a traceback
-        return CNIError(INTERNAL_ERROR, f"internal error: {type(err).__name__}: {err}").to_json(cni_version), 1
+        error = CNIError(INTERNAL_ERROR, f"internal error: {type(err).__name__}: {err}")
+        output, code = error.to_json(cni_version), 1
+    return Call(output, code, environ.get("CNI_COMMAND") or None, holder, environ.get("CNI_CONTAINERID") or None,
+                environ.get("CNI_IFNAME") or None, [change for s in sessions for change in s.committed], error)
+
+
+def _log(environ, call):
+    """Append the call's line to the call log; failing to is a warning on stderr, never the call's failure."""
+    path = None
+    try:
+        path, level = settings.log_settings(environ)
+        if path is not None:
+            from ecs_ipam import calllog
+
+            line = calllog.line(call, level)
+            if line is not None:
+                calllog.append(path, line)
+    except Exception as err:
+        reason = getattr(err, "strerror", None) or f"{type(err).__name__}: {err}"
+        _warn(f"ecs-ipam: warning: cannot write the call log {path}: {reason}")
 
 
 def _env_text(environ, name):
@@ -121,14 +190,22 @@ def _silence_stdout():
 
 
 def _subcommand(argv):
-    if argv == ["--version"]:
+    flag = _flag(argv)
+    if flag == "version":
         from ecs_ipam import version
 
         _write({"version": version.VERSION, "dirty": version.DIRTY,
                 "gitShortHash": version.GIT_SHORT_HASH, "built": version.BUILT})
         return 0
-    if argv == ["--capabilities"]:
+    if flag == "capabilities":
         _write(CAPABILITIES)
+        return 0
+    if flag in ("help", "h"):
+        try:
+            sys.stdout.write(HELP)
+            sys.stdout.flush()
+        except (OSError, ValueError, AttributeError):
+            _silence_stdout()
         return 0
     if argv[0] == "db":
         from ecs_ipam import dbtool
@@ -140,5 +217,12 @@ def _subcommand(argv):
         except BrokenPipeError:
             _silence_stdout()
             return 1
-    _warn(f"ecs-ipam: unknown arguments {' '.join(argv)!r}\n{USAGE}")
+    _warn(f"ecs-ipam: unknown arguments {' '.join(argv)!r}\n{USAGE}(ecs-ipam --help says more)")
     return 2
+
+
+def _flag(argv):
+    """The name of a lone -name or --name argument (Go's flag package, which the Go plugin uses, takes both)."""
+    if len(argv) != 1 or not argv[0].startswith("-"):
+        return None
+    return argv[0][2:] if argv[0].startswith("--") else argv[0][1:]

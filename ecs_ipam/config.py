@@ -81,6 +81,15 @@ def unknown_ipam_keys(doc):
     return [key for key in section if key not in KNOWN_IPAM_KEYS] if isinstance(section, dict) else []
 
 
+def id_of(doc):
+    """The config's id when it is valid, else None (for the call log of a call that may have failed)."""
+    section = doc.get("ipam")
+    try:
+        return _parse_id(section.get("id")) if isinstance(section, dict) else None
+    except CNIError:
+        return None
+
+
 def parse_release_hints(doc):
     """What a DEL can still identify in a config that fails validation: (id, addresses, subnets).
 
@@ -90,10 +99,6 @@ def parse_release_hints(doc):
     section = doc.get("ipam")
     if not isinstance(section, dict):
         return None, (), ()
-    try:
-        holder = _parse_id(section.get("id"))
-    except CNIError:
-        holder = None
     addresses, subnets = [], []
     for version in (4, 6):
         for field, parse, found in ((f"ipv{version}-address", _parse_interface, addresses),
@@ -104,7 +109,7 @@ def parse_release_hints(doc):
                     found.append(getattr(parsed, "ip", parsed))
             except CNIError:
                 pass
-    return holder, tuple(addresses), tuple(subnets)
+    return id_of(doc), tuple(addresses), tuple(subnets)
 
 
 def parse_prev_result(doc):

@@ -1,4 +1,4 @@
-"""`ecs-ipam db ...`: the operator's view of the store (list, release, check, import-bolt), under the plugin's lock."""
+"""`ecs-ipam db ...`: the operator's view of the store (list, gc, release, check, import-bolt), under the plugin's lock."""
 
 import argparse
 import ipaddress
@@ -7,10 +7,11 @@ import os
 import sys
 import time
 
+from ecs_ipam import allocator
 from ecs_ipam.config import parse_subnet
-from ecs_ipam.errors import ADDRESS_IN_USE, INVALID_CONFIG, CNIError
+from ecs_ipam.errors import ADDRESS_IN_USE, INVALID_CONFIG, IO_FAILURE, CNIError
 from ecs_ipam.disk import COMPACT_AFTER, JOURNAL_LIMIT, GoPluginStore, open_store
-from ecs_ipam.settings import DEFAULT_PATH, store_settings
+from ecs_ipam.settings import DEFAULT_PATH, parse_duration, store_settings
 
 
 def main(argv, environ):
@@ -27,29 +28,71 @@ def main(argv, environ):
 def list_allocations(args, path, timeout):
     try:
         with open_store(path, timeout, writable=False, must_exist=True) as store:
-            allocations = store.allocations()
-            cursors = store.cursors()
+            everything = store.allocations()
+            pools = _pools(everything, store.cursors(), args.subnet)
     except GoPluginStore:
         return _list_go_plugin_store(args, path)
+    shown = [a for a in everything if (args.id is None or a.id == args.id)
+             and (args.container is None or a.container == args.container)
+             and (args.subnet is None or a.subnet == args.subnet)]
     now = int(time.time())
     if args.json:
         print(json.dumps({
             "allocations": [{"address": str(a.address), "id": a.id, "container": a.container,
                              "ifname": a.ifname, "subnet": str(a.subnet), "allocated_at": a.allocated_at}
-                            for a in allocations],
-            "cursors": cursors,
+                            for a in shown],
+            "cursors": {str(subnet): cursor for subnet, _, cursor in pools if cursor is not None},
+            "subnets": {str(subnet): {"held": held, "usable": allocator.usable(subnet), "cursor": cursor}
+                        for subnet, held, cursor in pools},
         }, indent=2))
         return 0
     rows = [("ADDRESS", "ID", "CONTAINER", "IFNAME", "SUBNET", "AGE")]
     rows += [(str(a.address), a.id or "-", a.container or "-", a.ifname or "-", str(a.subnet),
-              _age(now - a.allocated_at)) for a in allocations]
+              _age(now - a.allocated_at)) for a in shown]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
-    print(f"\n{len(allocations)} allocation(s) in {path}")
-    for subnet, cursor in cursors.items():
-        print(f"cursor of {subnet}: {cursor}")
+    filters = " ".join(f"--{name} {value}" for name, value in
+                       (("id", args.id), ("container", args.container), ("subnet", args.subnet)) if value is not None)
+    if filters:
+        print(f"\n{len(shown)} of {len(everything)} allocation(s) in {path} match {filters}")
+    else:
+        print(f"\n{len(everything)} allocation(s) in {path}")
+    width = max((len(str(subnet)) for subnet, _, _ in pools), default=0) + 1
+    for subnet, held, cursor in pools:
+        usable = allocator.usable(subnet)
+        print(f"{str(subnet) + ':':<{width}} {held} held of {usable} usable ({_percent(held, usable)}), cursor {cursor or '-'}")
     return 0
+
+
+def _subnets(allocations, cursors, only=None):
+    """The subnets the store knows (of allocations or cursors), IPv4 first; [only] when given, which
+    must be one of them (else code 7, naming them)."""
+    subnets = {a.subnet for a in allocations}
+    for text in cursors:
+        try:
+            subnets.add(ipaddress.ip_network(text))
+        except ValueError:
+            pass  # a damaged key: `ecs-ipam db check` names it
+    if only is not None and only not in subnets:
+        known = ", ".join(str(s) for s in sorted(subnets, key=_subnet_order)) or "none"
+        raise CNIError(INVALID_CONFIG, f"--subnet {only}: the store has no allocation and no cursor from it",
+                       f"its subnets: {known}")
+    return [only] if only is not None else sorted(subnets, key=_subnet_order)
+
+
+def _pools(allocations, cursors, only=None):
+    """[(subnet, addresses held from it, its cursor text or None)] for each of _subnets()."""
+    held = {}
+    for allocation in allocations:
+        held[allocation.subnet] = held.get(allocation.subnet, 0) + 1
+    return [(subnet, held.get(subnet, 0), cursors.get(str(subnet)))
+            for subnet in _subnets(allocations, cursors, only)]
+
+
+def _percent(held, usable):
+    share = 100 * held / usable
+    return "0%" if not held else "<0.1%" if share < 0.1 else f"{share:.1f}%"
 
 
 def _go_plugin_plan(path):
@@ -103,6 +146,65 @@ def release(args, path, timeout):
     for allocation in released:
         print(f"released {allocation.address} (id {allocation.id or '-'}, container {allocation.container or '-'})")
     return 0
+
+
+def gc(args, path, timeout):
+    """Release every allocation whose id the keep list does not name, in one commit (README: the recipes)."""
+    keep = _keep_ids(args.keep_ids)
+    now = int(time.time())
+    with open_store(path, timeout, writable=not args.dry_run, must_exist=True) as store:
+        allocations = store.allocations()
+        _subnets(allocations, store.cursors(), args.subnet)
+        considered = [a for a in allocations if a.id is not None and args.subnet in (None, a.subnet)]
+        unlisted = [a for a in considered if a.id not in keep]
+        doomed = [a for a in unlisted if now - a.allocated_at >= args.older_than]
+        holders = {a.id for a in considered}
+        if doomed and not holders & keep and not args.allow_all:
+            where = f" from {args.subnet}" if args.subnet is not None else ""
+            share = (f"all {len(doomed)}" if len(doomed) == len(considered) else
+                     f"{len(doomed)} (those --older-than does not spare)")
+            raise CNIError(INVALID_CONFIG,
+                           f"the keep list names none of the {len(holders)} id(s) holding addresses{where}, so gc "
+                           f"would release {share} of their {len(considered)} allocation(s): refused, nothing was "
+                           "released",
+                           f"{len(keep)} id(s) read from {_file_name(args.keep_ids)}; an empty list, another host's "
+                           "ids, or ids with a trailing '/'? Add --allow-all if every one of them is really gone")
+        for allocation in doomed if not args.dry_run else ():
+            store.release(allocation.address)
+    verb = "would release" if args.dry_run else "released"
+    for allocation in doomed:
+        print(f"{verb} {allocation.address} (id {allocation.id}, age {_age(now - allocation.allocated_at)})")
+    kept = [f"{len(considered) - len(unlisted)} whose id is listed"]
+    if len(unlisted) > len(doomed):
+        kept.append(f"{len(unlisted) - len(doomed)} younger than {_age(int(args.older_than))}")
+    anonymous = sum(1 for a in allocations if a.id is None and args.subnet in (None, a.subnet))
+    if anonymous:
+        kept.append(f"{anonymous} without an id (gc never touches those)")
+    print(f"{verb} {len(doomed)} allocation(s) in {path}; kept {', '.join(kept)}"
+          + ("; dry run: nothing was changed" if args.dry_run else ""))
+    return 0
+
+
+def _keep_ids(name):
+    """The ids listed in file name ("-": standard input): one a line, surrounding whitespace and blank lines ignored."""
+    try:
+        if name == "-":
+            data = sys.stdin.buffer.read()
+        else:
+            with open(name, "rb") as listed:
+                data = listed.read()
+    except OSError as err:
+        raise CNIError(IO_FAILURE, f"--keep-ids {name}: cannot read it: {err.strerror}")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        raise CNIError(INVALID_CONFIG, f"--keep-ids {_file_name(name)}: line {line} is not UTF-8 text")
+    return {line.strip() for line in text.split("\n") if line.strip()}
+
+
+def _file_name(name):
+    return "standard input" if name == "-" else name
 
 
 def check(args, path, timeout):
@@ -217,28 +319,90 @@ def _subnet_flag(version):
     return parse
 
 
+def _pool_flag(text):
+    """An argparse type: a CIDR block of either family (host bits dropped, as in the config)."""
+    try:
+        return ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a CIDR block")
+
+
+def _duration_flag(text):
+    """An argparse type: seconds from a Go duration ("10m", "1h30m") or a number of seconds."""
+    try:
+        if text.strip():
+            return parse_duration("--older-than", text)
+    except CNIError as err:
+        raise argparse.ArgumentTypeError(err.msg)
+    raise argparse.ArgumentTypeError(f"{text!r} is not a duration")
+
+
 def _subnet_order(subnet):
     return subnet.version, subnet
 
 
+_UNITS = (("d", 86400), ("h", 3600), ("m", 60), ("s", 1))
+
+
 def _age(seconds):
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds // size}{unit}"
-    return f"{max(seconds, 0)}s"
+    """A duration in its two largest units: 3d4h, 2h5m, 4m12s, 9s."""
+    seconds = max(seconds, 0)
+    for index, (unit, size) in enumerate(_UNITS):
+        if seconds >= size or size == 1:
+            text = f"{seconds // size}{unit}"
+            if size > 1:
+                smaller_unit, smaller = _UNITS[index + 1]
+                rest = seconds % size // smaller
+                text += f"{rest}{smaller_unit}" if rest else ""
+            return text
 
 
 def _parser():
-    parser = argparse.ArgumentParser(prog="ecs-ipam db", description="Inspect and repair the ecs-ipam store.")
+    parser = argparse.ArgumentParser(prog="ecs-ipam db", description="Inspect and repair the ecs-ipam store.",
+                                     epilog="Each COMMAND has --help.")
     parser.add_argument("--db", metavar="PATH", help=f"the store (default: $IPAM_DB_PATH, else {DEFAULT_PATH})")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    listing = commands.add_parser("list", help="every allocation and the cursors")
-    listing.add_argument("--json", action="store_true", help="print JSON")
+    listing = commands.add_parser(
+        "list", help="every allocation, and each subnet's usage and cursor",
+        formatter_class=argparse.RawDescriptionHelpFormatter, description="""\
+Every allocation (address, id, container, ifname, subnet, age) in address order,
+IPv4 first; then one line per subnet: the addresses held, how many are usable
+(the gateway aside), the percentage held, and the cursor (the last address
+allocated or released there). The filters select allocations; the subnet lines
+count whole subnets.""")
+    listing.add_argument("--json", action="store_true",
+                         help='print JSON: {"allocations": [...], "cursors": {...}, "subnets": '
+                              '{CIDR: {"held", "usable", "cursor"}}}')
+    listing.add_argument("--id", metavar="ID", help="only the allocations held under this id")
+    listing.add_argument("--container", metavar="ID", help="only the allocations recorded with this container id")
+    listing.add_argument("--subnet", metavar="CIDR", type=_pool_flag,
+                         help="only the allocations made from this subnet (as configured), and only its line")
     listing.set_defaults(run=list_allocations)
     releasing = commands.add_parser("release", help="release an address, or everything an id holds")
     releasing.add_argument("address", nargs="?", metavar="ADDRESS")
     releasing.add_argument("--id", metavar="ID")
     releasing.set_defaults(run=release)
+    collecting = commands.add_parser(
+        "gc", help="release every allocation whose id is not in a list of the live ones",
+        formatter_class=argparse.RawDescriptionHelpFormatter, description="""\
+Release every allocation whose id the keep list does not name, in one commit
+under the plugin's lock, and print each (address, id, age). Allocations without
+an id are never touched. A keep list that names none of the ids holding
+addresses (an empty list, another host's ids) is refused unless --allow-all.
+
+The live ids: ENI MAC addresses on the classic ECS agent (the instance metadata
+service lists them under network/interfaces/macs/), the /var/run/netns/* paths
+with the agent's netlib. The README gives both recipes.""")
+    collecting.add_argument("--keep-ids", metavar="FILE", required=True,
+                            help="the live ids, one a line; - reads standard input")
+    collecting.add_argument("--dry-run", action="store_true", help="print what would be released; change nothing")
+    collecting.add_argument("--older-than", metavar="DURATION", type=_duration_flag, default=0.0,
+                            help="spare allocations younger than this (a Go duration: 10m, 1h30m); default 0")
+    collecting.add_argument("--subnet", metavar="CIDR", type=_pool_flag,
+                            help="only the allocations made from this subnet (as configured)")
+    collecting.add_argument("--allow-all", action="store_true",
+                            help="release even when the keep list names none of the ids holding addresses")
+    collecting.set_defaults(run=gc)
     checking = commands.add_parser("check", help="verify the store's integrity")
     checking.set_defaults(run=check)
     importing = commands.add_parser("import-bolt", help="carry the Go plugin's allocations over from its BoltDB file")
@@ -248,6 +412,6 @@ def _parser():
     importing.add_argument("--ipv6-subnet", metavar="CIDR", type=_subnet_flag(6), action="append",
                            help="a subnet its IPv6 addresses were allocated from (repeat for several)")
     importing.set_defaults(run=import_bolt)
-    for sub in (listing, releasing, checking, importing):
+    for sub in (listing, releasing, collecting, checking, importing):
         sub.add_argument("--db", metavar="PATH", default=argparse.SUPPRESS, help="the store")
     return parser

@@ -51,6 +51,8 @@ class open_store:
     must_exist, is code 5 "no store at PATH"). With create=False (for calls that only
     release) a store that does not exist reads as empty too, and no directory or lock
     file is made for it. An exception inside the block discards every change made in it.
+    Once the block has committed, ``committed`` lists what it allocated and released
+    (Store.changes).
 
     Given upgrade_subnets (the subnets of the config being served), a Go plugin's BoltDB file
     at path is first upgraded in place (ecs_ipam.upgrade); without them such a file is refused
@@ -72,6 +74,8 @@ class open_store:
         self.create = create
         self._lock_fd = None
         self._tables = None
+        self._store = None
+        self.committed = []
 
     def __enter__(self):
         try:
@@ -99,7 +103,8 @@ class open_store:
                 self._tables = _DiskTables(self.path, self.warn)
             self.journal_records = self._tables.journal_records
             self.compaction_failure = self._tables.get_committed(_COMPACTION_FAILURE)
-            return Store(self._tables)
+            self._store = Store(self._tables)
+            return self._store
         except OSError as err:
             self._close()
             raise _io_error(self.path, err)
@@ -111,6 +116,7 @@ class open_store:
         try:
             if exc_type is None and self.writable and isinstance(self._tables, _DiskTables):
                 self._tables.commit()
+                self.committed = self._store.changes
         except OSError as err:
             raise _io_error(self.path, err)
         finally:

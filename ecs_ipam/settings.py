@@ -1,12 +1,13 @@
-"""The store's settings: its path and how long to wait for its lock.
+"""Settings: the store's path and how long to wait for its lock, and where the call log goes.
 
-Each comes from the config's ipam section (db-path, db-connection-timeout; ecs_ipam.config
-checks them), else from the environment (IPAM_DB_PATH, IPAM_DB_CONNECTION_TIMEOUT, as the Go
-plugin), else the default. The config wins because it is the one thing every call for a network
-carries: a runtime need not pass its own environment to each plugin call (podman's cleanup DEL,
-started by conmon, gets a bare one), and a store chosen by the environment for the ADD but not for
-the DEL leaks the address. Callers that set only the environment (the ECS agent's netlib) are
-unaffected.
+Each store setting comes from the config's ipam section (db-path, db-connection-timeout;
+ecs_ipam.config checks them), else from the environment (IPAM_DB_PATH, IPAM_DB_CONNECTION_TIMEOUT,
+as the Go plugin), else the default. The config wins because it is the one thing every call for a
+network carries: a runtime need not pass its own environment to each plugin call (podman's cleanup
+DEL, started by conmon, gets a bare one), and a store chosen by the environment for the ADD but not
+for the DEL leaks the address. Callers that set only the environment (the ECS agent's netlib) are
+unaffected. The call log's come from the environment only (ECS_CNI_LOG_FILE, ECS_CNI_LOGLEVEL), as
+the Go plugin's.
 """
 
 import os
@@ -14,6 +15,10 @@ import os
 from ecs_ipam.errors import INVALID_ENVIRONMENT, CNIError
 
 DEFAULT_PATH = "/data/eni-ipam.db"  # as the Go plugin
+# As the Go plugin: inside the ECS agent's container, /log is the host's /var/log/ecs.
+DEFAULT_LOG_FILE = "/log/ecs-cni-ipam-plugin.log"
+LOG_LEVELS = ("trace", "debug", "info", "warn", "error", "critical", "off")  # seelog's, least severe first
+DEFAULT_LOG_LEVEL = "info"
 DEFAULT_TIMEOUT = 5.0
 # Go's time.Duration is int64 nanoseconds (about 292 years); the lock timer cannot take more either.
 LONGEST_TIMEOUT = (2**63 - 1) // 10**9
@@ -52,6 +57,17 @@ def store_path(name, value, absolute=False, code=INVALID_ENVIRONMENT):
         raise CNIError(code, f"{name} {value!r} is a relative path",
                        "the runtime's working directory is arbitrary: give an absolute path")
     return value
+
+
+def log_settings(environ, default_file=DEFAULT_LOG_FILE):
+    """(call log path or None, level): ECS_CNI_LOG_FILE, else default_file when its directory exists
+    (never created); ECS_CNI_LOGLEVEL, info when unset or unknown. Level off gives no path."""
+    level = (environ.get("ECS_CNI_LOGLEVEL") or "").strip().lower()
+    level = level if level in LOG_LEVELS else DEFAULT_LOG_LEVEL
+    path = environ.get("ECS_CNI_LOG_FILE") or None
+    if path is None and os.path.isdir(os.path.dirname(default_file)):
+        path = default_file
+    return (None if level == "off" else path), level
 
 
 def parse_duration(name, text, code=INVALID_ENVIRONMENT, shown=None):

@@ -31,6 +31,7 @@ class Store:
 
     def __init__(self, tables):
         self._tables = tables
+        self.changes = []  # [("allocated" or "released", Allocation)] made through this Store, in order
 
     def holder(self, address):
         """The allocation holding address, or None."""
@@ -45,6 +46,7 @@ class Store:
         self._apply([(_ADDRESS + key, jsontext.dumps(record))]
                     + self._index_writes(allocation, add=True)
                     + [self._bitmap_write(allocation.address, True), (_CURSOR + str(allocation.subnet), key)])
+        self.changes.append(("allocated", allocation))
 
     def release(self, address):
         """Free address; return the allocation it had, or None when it was not held."""
@@ -54,6 +56,7 @@ class Store:
         self._apply([(_ADDRESS + str(address), None)]
                     + self._index_writes(allocation, add=False)
                     + [self._bitmap_write(address, False), (_CURSOR + str(allocation.subnet), str(address))])
+        self.changes.append(("released", allocation))
         return allocation
 
     def held_by_id(self, holder_id):

@@ -3,6 +3,7 @@
 import contextlib
 import fcntl
 import os
+import subprocess
 from pathlib import Path
 
 ALL_VERSIONS = ("0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
@@ -102,6 +103,39 @@ def held_addresses(plugin):
     """{address: (id, container, ifname, subnet)} from the operator listing."""
     return {a["address"]: (a["id"], a["container"], a["ifname"], a["subnet"])
             for a in listing(plugin)["allocations"]}
+
+
+class Run:
+    """One finished operator command: exit code, stdout and stderr as text (not JSON)."""
+
+    def __init__(self, proc):
+        self.code, self.stdout, self.stderr = proc.returncode, proc.stdout.decode(), proc.stderr.decode()
+        assert "Traceback" not in self.stdout + self.stderr, self.stdout + self.stderr
+
+    def __repr__(self):
+        return f"<exit {self.code} stdout={self.stdout!r} stderr={self.stderr!r}>"
+
+
+def run_args(plugin, args, env=None, stdin=b""):
+    """The artifact with ARGS (no CNI_COMMAND) in the minimal environment the plugin fixture uses, on its store."""
+    environ = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "IPAM_DB_PATH": str(plugin.db_path), **(env or {})}
+    if "SHIV_ROOT" in os.environ:
+        environ["SHIV_ROOT"] = os.environ["SHIV_ROOT"]
+    return Run(subprocess.run([str(plugin.artifact), *args], env=environ, capture_output=True,
+                              input=stdin, timeout=60, cwd="/"))
+
+
+def run_db(plugin, args, env=None, stdin=b""):
+    """`ecs-ipam db ARGS`, as run_args."""
+    return run_args(plugin, ["db", *args], env, stdin)
+
+
+def readme_block(after, language="sh"):
+    """The first ```LANGUAGE block of the README after the first line that contains `after`."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    rest = readme[readme.index(after):]
+    start = rest.index(f"```{language}\n") + len(f"```{language}\n")
+    return rest[start:rest.index("```\n", start)]
 
 
 def store_files(plugin):

@@ -32,7 +32,8 @@ def instrument(name):
     setattr(os, name, operation)
 for name in operations:
     instrument(name)
-output, code = cli.respond(env, lambda: stdin, lambda line: None)
+call = cli.respond(env, lambda: stdin, lambda line: None)
+output, code = call.output, call.code
 sys.stdout.write(json.dumps({"output": output, "code": code, "points": points[0]}))
 """
 

@@ -10,8 +10,8 @@ from ecs_ipam.errors import CNIError
 
 def call(environ, stdin=b""):
     warnings = []
-    output, code = cli.respond(environ, lambda: stdin, warnings.append)
-    return output, code, warnings
+    call = cli.respond(environ, lambda: stdin, warnings.append)
+    return call.output, call.code, warnings
 
 
 def test_add_then_version_shapes(tmp_path):

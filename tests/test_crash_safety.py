@@ -52,7 +52,8 @@ def environ(db_path, command, container=None):
 
 def respond(db_path, command, doc, container=None):
     """One CNI call in this process, through the plugin's own entry point: (JSON output, exit code)."""
-    return cli.respond(environ(db_path, command, container), lambda: json.dumps(doc).encode(), lambda line: None)
+    call = cli.respond(environ(db_path, command, container), lambda: json.dumps(doc).encode(), lambda line: None)
+    return call.output, call.code
 
 
 def add(db_path, holder_id=None, container=None, v6=False):

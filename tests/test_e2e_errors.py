@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from e2e_support import (ALL_VERSIONS, DUAL, V4, V6, add, add_address, assert_free, failed, held_addresses,
-                         lock_held, mode_of, netconf, silent_success, store_files, succeeded)
+                         lock_held, mode_of, netconf, run_args, silent_success, store_files, succeeded)
 
 SUPPORTED = list(ALL_VERSIONS)
 BOLT_FIXTURE = Path(__file__).resolve().parent / "fixtures" / "go-plugin-boltdb" / "ipv4-basic.db"
@@ -53,6 +53,51 @@ def test_version_flag(plugin):
 def test_capabilities_flag(plugin):
     outcome = succeeded(plugin.run(None, args=["--capabilities"]))
     assert outcome.json == {"capabilities": ["awsvpc-network-mode"]}
+
+
+@pytest.mark.parametrize("go_flag, flag", [("-version", "--version"), ("-capabilities", "--capabilities")])
+def test_go_one_dash_flag_spellings(plugin, go_flag, flag):
+    """The Go plugin parses its flags with Go's flag package, which takes one dash as well as two."""
+    go, ours = succeeded(plugin.run(None, args=[go_flag])), succeeded(plugin.run(None, args=[flag]))
+    assert go.json == ours.json and go.json
+
+
+@pytest.mark.parametrize("flag", ["--help", "-h", "-help"])
+def test_help_says_what_the_file_is_how_it_is_called_what_it_reads_and_the_db_tools(plugin, flag):
+    outcome = succeeded(run_args(plugin, [flag]))
+    assert outcome.stderr == "" and outcome.stdout.startswith("ecs-ipam: the Amazon ECS IPAM plugin for CNI")
+    read = set()
+    for module in (SOURCE / "ecs_ipam").glob("*.py"):  # every variable the package reads is explained
+        for quote in ('environ.get("', 'environ["', '_env_text(environ, "'):
+            for piece in module.read_text().split(quote)[1:]:
+                read.add(piece.split('"')[0])
+    assert {"CNI_COMMAND", "IPAM_DB_PATH", "IPAM_DB_CONNECTION_TIMEOUT", "CNI_CONTAINERID"} <= read
+    for name in read | {"CNI_NETNS", "CNI_PATH", "CNI_ARGS"}:
+        assert name in outcome.stdout, name
+    for words in ("stdin", "stdout", "--version", "--capabilities", "db list", "db gc", "db release", "db check",
+                  "db import-bolt", "--db PATH", "/data/eni-ipam.db"):
+        assert words in outcome.stdout, words
+    assert not Path(plugin.db_path).parent.exists()
+
+
+def test_db_help_and_each_subcommands_help(plugin):
+    outcome = succeeded(run_args(plugin, ["db", "--help"]))
+    subcommands = ["list", "gc", "release", "check", "import-bolt"]
+    for name in subcommands:
+        assert f"    {name}" in outcome.stdout, name
+    for name in subcommands:
+        sub = succeeded(run_args(plugin, ["db", name, "--help"]))
+        assert sub.stdout.startswith(f"usage: ecs-ipam db {name} "), sub
+        assert "--db PATH" in sub.stdout, sub
+    assert not Path(plugin.db_path).parent.exists()
+
+
+@pytest.mark.parametrize("args", [["--bogus"], ["version"], ["--help", "extra"], ["--version", "--capabilities"],
+                                  ["---version"], ["-"], ["--"]])
+def test_unknown_arguments_exit_2_naming_them(plugin, args):
+    outcome = run_args(plugin, args)
+    assert outcome.code == 2 and outcome.stdout == "", outcome
+    assert f"unknown arguments {' '.join(args)!r}" in outcome.stderr and "--help" in outcome.stderr, outcome
 
 
 @pytest.mark.parametrize("command", [None, ""])

@@ -9,34 +9,16 @@ what the id held there. The bolt file is only ever read.
 import fcntl
 import ipaddress
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from e2e_support import add_address, add_addresses, delete, failed, listing, netconf, store_files
+from e2e_support import add_address, add_addresses, delete, failed, listing, netconf, run_db, store_files
 from go_fixtures import CURSOR_FAMILY, NAMES, SUBNETS, fixture, go_cursors, go_holders, next_free
+
 
 def flags(subnets):
     return [arg for field, cidr in subnets.items() for arg in (f"--{field}", cidr)]
-
-
-class Run:
-    """One finished operator command: exit code, stdout and stderr as text (not JSON)."""
-
-    def __init__(self, proc):
-        self.code, self.stdout, self.stderr = proc.returncode, proc.stdout.decode(), proc.stderr.decode()
-        assert "Traceback" not in self.stdout + self.stderr, self.stdout + self.stderr
-
-    def __repr__(self):
-        return f"<exit {self.code} stdout={self.stdout!r} stderr={self.stderr!r}>"
-
-
-def run_db(plugin, args, env=None):
-    """`ecs-ipam db ARGS` in the minimal environment the plugin fixture uses, on its store."""
-    environ = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "IPAM_DB_PATH": str(plugin.db_path), **(env or {})}
-    return Run(subprocess.run([str(plugin.artifact), "db", *args], env=environ, capture_output=True,
-                              stdin=subprocess.DEVNULL, timeout=60, cwd="/"))
 
 
 def import_bolt(plugin, bolt_path, subnets, env=None):

@@ -75,10 +75,10 @@ def test_an_add_imports_neither_json_nor_re(tmp_path):
     """The point of jsontext: the ADD path must not pull in json (and with it re and enum)."""
     script = (
         "import sys; sys.path.insert(0, sys.argv[1]); from ecs_ipam import cli\n"
-        "out, code = cli.respond({'CNI_COMMAND': 'ADD', 'IPAM_DB_PATH': sys.argv[2],"
+        "call = cli.respond({'CNI_COMMAND': 'ADD', 'IPAM_DB_PATH': sys.argv[2],"
         " 'IPAM_DB_CONNECTION_TIMEOUT': '1m30s'},"
         " lambda: b'{\"cniVersion\": \"1.0.0\", \"ipam\": {\"ipv4-subnet\": \"10.0.0.0/24\"}}', print)\n"
-        "assert code == 0, out\n"
+        "assert call.code == 0, call\n"
         "print(sorted(m for m in ('json', 're', 'enum', 'dataclasses', 'typing') if m in sys.modules))\n"
     )
     db = tmp_path / "ipam.db"

@@ -22,9 +22,8 @@ class InProcess:
         self.db = str(db)
 
     def call(self, env, conf):
-        output, code = cli.respond({"IPAM_DB_PATH": self.db, **env}, lambda: json.dumps(conf).encode(),
-                                   lambda line: None)
-        return code, output
+        call = cli.respond({"IPAM_DB_PATH": self.db, **env}, lambda: json.dumps(conf).encode(), lambda line: None)
+        return call.code, call.output
 
     def records(self):
         with open_store(self.db, 5, writable=False) as store:

@@ -103,7 +103,8 @@ def test_every_go_allocation_is_releasable_by_its_go_id(tmp_path, name):
     def call(command, ipam):
         environ = {"CNI_COMMAND": command, "IPAM_DB_PATH": str(path)}
         doc = netconf({**SUBNETS[name], **ipam}, "0.3.0")
-        return cli.respond(environ, lambda: json.dumps(doc).encode(), lambda line: None)
+        call = cli.respond(environ, lambda: json.dumps(doc).encode(), lambda line: None)
+        return call.output, call.code
 
     for holder in sorted({h for h in holders.values() if h is not None}):
         assert call("DEL", {"id": holder}) == (None, 0), holder
