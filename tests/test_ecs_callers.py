@@ -183,6 +183,21 @@ def test_classic_agent_task_start_and_release(artifact, cni_path, namespaces, de
     assert run(cni_path / "ecs-ipam", conf, release_env).code == 0
 
 
+def test_classic_agent_start_up_probes(artifact):
+    """The agent runs `ecs-ipam --capabilities` at start-up and parses it; Go's flags take one dash."""
+    for flag in ("--capabilities", "-capabilities"):
+        proc = subprocess.run([str(artifact), flag], capture_output=True, text=True, env={}, timeout=60)
+        assert proc.returncode == 0, (flag, proc)
+        assert "awsvpc-network-mode" in json.loads(proc.stdout)["capabilities"]
+    for flag in ("--version", "-version"):
+        proc = subprocess.run([str(artifact), flag], capture_output=True, text=True, env={}, timeout=60)
+        assert proc.returncode == 0 and isinstance(json.loads(proc.stdout)["version"], str), (flag, proc)
+        assert json.loads(proc.stdout)["version"]
+    for flag in ("-h", "--help"):
+        proc = subprocess.run([str(artifact), flag], capture_output=True, text=True, env={}, timeout=60)
+        assert proc.returncode == 0 and "CNI_COMMAND" in proc.stdout + proc.stderr, (flag, proc)
+
+
 # -- netlib ---------------------------------------------------------------------------------
 
 def test_netlib_tasks_through_the_bridge(artifact, cni_path, namespaces, tmp_path):
