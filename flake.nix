@@ -13,7 +13,7 @@
           value = f system nixpkgs.legacyPackages.${system};
         }) systems);
       version = builtins.head
-        (builtins.match ''.*VERSION = "([^"]+)".*'' (builtins.readFile ./ecs_ipam/version.py));
+        (builtins.match ''.*VERSION = "([^"]+)".*'' (builtins.readFile ./ecs_ipam/buildinfo.py));
 
       # The same tools/pack.py as ./build.sh, offline: shiv gets the staged package through
       # --site-packages and never runs pip. The shebang names the store's python3, which has dbm.gnu.

@@ -28,12 +28,12 @@ sys.path.insert(0, str(ROOT))
 
 from ecs_ipam import disk  # noqa: E402
 from ecs_ipam.disk import open_store  # noqa: E402
-from ecs_ipam.store import Allocation, MemoryTables, Store  # noqa: E402
+from ecs_ipam.store import Allocation, DictTables, Store  # noqa: E402
 
 SUBNET = ipaddress.ip_network("10.0.0.0/16")
 
 
-class RecordingTables(MemoryTables):
+class RecordingTables(DictTables):
     """A table that also keeps the writes since `changes` was last emptied: one journal record."""
 
     def __init__(self, items):

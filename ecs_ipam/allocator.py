@@ -1,4 +1,5 @@
-"""Chooses addresses: a static one if it is free, else the next free one after the subnet's cursor."""
+"""Chooses addresses and keeps the cursors: a static one if it is free, else the next free one after
+the subnet's cursor, which is the last address allocated or released in the subnet."""
 
 import ipaddress
 
@@ -68,15 +69,15 @@ def allocate(store, family, holder_id, container, ifname, now):
                 raise CNIError(DUPLICATE_ID, f"id {holder_id!r} already holds {held.address}",
                                f"an id holds at most one IPv{family.version} address; "
                                "DEL it first or use another id")
-    if family.address is not None:
-        address = family.address.ip
+    if family.static is not None:
+        address = family.static.ip
         if address == family.gateway:
             raise CNIError(ADDRESS_IN_USE, f"address {address} is the gateway of {family.subnet}")
-        held = store.holder(address)
+        held = store.allocation_at(address)
         if held is not None:
             owner = f" by id {held.id!r}" if held.id is not None else ""
             raise CNIError(ADDRESS_IN_USE, f"address {address} is already held{owner}")
-        interface = family.address
+        interface = family.static
     else:
         address = next_free_address(store, family)
         if address is None:
@@ -84,4 +85,14 @@ def allocate(store, family, holder_id, container, ifname, now):
                            f"all {usable(family.subnet)} of its addresses (the gateway aside) are held")
         interface = ipaddress.ip_interface((address, family.subnet.prefixlen))
     store.reserve(Allocation(address, holder_id, container, ifname, family.subnet, now))
+    store.set_cursor(family.subnet, address)
     return IPConfig(interface, family.gateway)
+
+
+def release(store, address):
+    """Free address, and make it its subnet's cursor (so that it is handed out again last);
+    return the allocation it had, or None when it was not held."""
+    allocation = store.release(address)
+    if allocation is not None:
+        store.set_cursor(allocation.subnet, address)
+    return allocation

@@ -27,7 +27,7 @@ from ecs_ipam import filekind
 from ecs_ipam.errors import IO_FAILURE, TRY_AGAIN_LATER, CNIError
 
 MAGIC = filekind.BOLT_MAGIC
-VERSION = 2
+FORMAT_VERSION = 2
 
 Meta = namedtuple("Meta", "magic version page_size flags root sequence freelist high_water txid checksum")
 
@@ -199,8 +199,8 @@ def _check_meta(data):
     meta = Meta(*_META.unpack_from(data, _PAGE_HEADER.size))
     if meta.magic != MAGIC:
         return None, "no BoltDB magic"
-    if meta.version != VERSION:
-        return None, f"version {meta.version} (this reader knows {VERSION})"
+    if meta.version != FORMAT_VERSION:
+        return None, f"version {meta.version} (this reader knows {FORMAT_VERSION})"
     if fnv1a64(data[_PAGE_HEADER.size:_PAGE_HEADER.size + _META.size - 8]) != meta.checksum:
         return None, "a bad checksum"
     if meta.page_size not in _PAGE_SIZES:

@@ -7,7 +7,7 @@ from collections import namedtuple
 from ecs_ipam import jsontext, settings
 from ecs_ipam.errors import (DECODE_FAILURE, INTERNAL_ERROR, INVALID_ENVIRONMENT, IO_FAILURE,
                              CNIError)
-from ecs_ipam.versions import NEWEST
+from ecs_ipam.cni_versions import NEWEST
 
 USAGE = """\
 usage: CNI_COMMAND=ADD|DEL|CHECK|GC|STATUS|VERSION ecs-ipam < NETWORK_CONFIG
@@ -79,7 +79,7 @@ def respond(environ, read_stdin, warn):
     holder = None
     sessions = []  # every store session the command opened, for what they committed
     try:
-        from ecs_ipam import commands, config, versions
+        from ecs_ipam import commands, config, ownership
 
         command = environ.get("CNI_COMMAND")
         if not command:
@@ -88,16 +88,15 @@ def respond(environ, read_stdin, warn):
         if command not in commands.HANDLERS:
             raise CNIError(INVALID_ENVIRONMENT, f"CNI_COMMAND {command!r} is not a CNI command",
                            f"expected one of {', '.join(commands.HANDLERS)}")
-        if command == "VERSION":  # ignores stdin (which may be absent), the store and its settings
-            output = commands.version(None)
-        else:
+        request = None
+        if command not in commands.CONFIGLESS:
             doc = config.decode(_text(read_stdin()))
             holder = config.id_of(doc)
-            cni_version = config.cni_version_of(doc)
-            versions.require_command_allowed(command, cni_version)
+            cni_version = config.cni_version_of(doc)  # for the error, should parsing fail below
             for key in config.unknown_ipam_keys(doc):
                 warn(f"ecs-ipam: warning: ignoring unknown ipam key {key!r} (a typo?)")
-            path, timeout = settings.store_settings(environ, config.parse_store_keys(doc))
+            parsed = config.parse_config(command, doc)
+            path, timeout = settings.store_settings(environ, parsed.store)
 
             def session(subnets, writable=True, create=True):
                 from ecs_ipam.disk import open_store
@@ -106,9 +105,10 @@ def respond(environ, read_stdin, warn):
                                            create=create))
                 return sessions[-1]
 
-            request = commands.Request(command, cni_version, _env_text(environ, "CNI_CONTAINERID"),
-                                       _env_text(environ, "CNI_IFNAME"), doc, session, warn)
-            output = commands.HANDLERS[command](request)
+            caller = ownership.Caller(parsed.named.id, _env_text(environ, "CNI_CONTAINERID"),
+                                      _env_text(environ, "CNI_IFNAME"))
+            request = commands.Request(command, parsed, caller, session, warn)
+        output = commands.HANDLERS[command](request)
         code, error = 0, None
     except CNIError as err:
         output, code, error = err.to_json(cni_version), 1, err
@@ -192,10 +192,10 @@ def _silence_stdout():
 def _subcommand(argv):
     flag = _flag(argv)
     if flag == "version":
-        from ecs_ipam import version
+        from ecs_ipam import buildinfo
 
-        _write({"version": version.VERSION, "dirty": version.DIRTY,
-                "gitShortHash": version.GIT_SHORT_HASH, "built": version.BUILT})
+        _write({"version": buildinfo.VERSION, "dirty": buildinfo.DIRTY,
+                "gitShortHash": buildinfo.GIT_SHORT_HASH, "built": buildinfo.BUILT})
         return 0
     if flag == "capabilities":
         _write(CAPABILITIES)

@@ -1,61 +1,51 @@
-"""The CNI commands: each takes the request and a store session, and returns the JSON to print (or None)."""
+"""The CNI commands: each takes a parsed Request and returns the JSON to print (or None)."""
 
 import time
 from collections import namedtuple
 
 from ecs_ipam import allocator, ownership
-from ecs_ipam.config import (parse_attachments, parse_ipam, parse_prev_result,
-                             parse_release_hints)
+from ecs_ipam.cni_versions import NEWEST, SUPPORTED
 from ecs_ipam.errors import DUPLICATE_ID, IO_FAILURE, NOT_AVAILABLE, TRY_AGAIN_LATER, CNIError, config_error
-from ecs_ipam.ownership import Caller
 from ecs_ipam.result import IPConfig, Result, encode
-from ecs_ipam.versions import NEWEST, SUPPORTED
 
-# doc is the decoded config; session(subnets, writable=True, create=True) opens the store as a
-# context manager (ecs_ipam.disk.open_store; subnets: the config's, under which a Go plugin store
-# found there is upgraded); warn(line) writes a line to stderr.
-Request = namedtuple("Request", "command cni_version container_id ifname doc session warn")
+# config: the parsed network config (ecs_ipam.config.Config); caller: the ownership.Caller (the
+# config's id, the runtime's container and ifname); session(subnets, writable=True, create=True)
+# opens the store as a context manager (ecs_ipam.disk.open_store; subnets: the config's, under
+# which a Go plugin store found there is upgraded); warn(line) writes a line to stderr.
+Request = namedtuple("Request", "command config caller session warn")
+# VERSION reads no config (its stdin may be empty or absent), nor the store.
+CONFIGLESS = frozenset({"VERSION"})
 
 
 def add(request):
     """Allocate one address per family; a caller without an id that already holds one gets it back."""
-    ipam = parse_ipam(request.doc)
-    caller = Caller(ipam.id, request.container_id, request.ifname)
+    ipam, caller = request.config.ipam, request.caller
     now = int(time.time())
     with request.session(_subnets(ipam)) as store:
         ips = [_held_already(store, family, caller)
-               or allocator.allocate(store, family, ipam.id, request.container_id, request.ifname, now)
+               or allocator.allocate(store, family, caller.id, caller.container, caller.ifname, now)
                for family in ipam.families]
     routes = [route for family in ipam.families for route in family.routes]
-    return encode(Result(ips, routes), request.cni_version)
+    return encode(Result(ips, routes), request.config.cni_version)
 
 
 def delete(request):
     """Release what the caller holds and the config names (ecs_ipam.ownership); idempotent."""
-    invalid = None
-    try:
-        ipam = parse_ipam(request.doc)
-        holder = ipam.id
-        addresses = [family.address.ip for family in ipam.families if family.address is not None]
-        subnets = _subnets(ipam)
-    except CNIError as err:  # still release what the config's valid fields identify
-        invalid = err
-        holder, addresses, subnets = parse_release_hints(request.doc)
-    caller = Caller(holder, request.container_id, request.ifname)
+    caller, (_, addresses, subnets) = request.caller, request.config.named
     if not ownership.identifies(caller, subnets, addresses):
-        raise invalid or config_error("DEL cannot tell what to release",
-                                      "give ipv4-address/ipv6-address or id in ipam, or set CNI_CONTAINERID")
+        raise request.config.invalid or config_error(
+            "DEL cannot tell what to release", "give ipv4-address/ipv6-address or id in ipam, or set CNI_CONTAINERID")
     with request.session(subnets, create=False) as store:  # no store holds nothing: make none
         if caller.id is not None:
             candidates = store.held_by_id(caller.id)
         else:
-            candidates = [store.holder(address) for address in addresses]
+            candidates = [store.allocation_at(address) for address in addresses]
             candidates = [a for a in candidates if a is not None]
             if caller.container is not None:
                 candidates += store.held_by_container(caller.container)
         plan = ownership.release_by_del(caller, subnets, addresses, candidates)
         for allocation in plan.allocations:
-            store.release(allocation.address)
+            allocator.release(store, allocation.address)
     if plan.spared:
         request.warn(f"ecs-ipam: warning: DEL without an id released none of the {len(plan.spared)} "
                      f"address(es) container {caller.container!r} holds under ids "
@@ -65,28 +55,22 @@ def delete(request):
 
 def check(request):
     """Succeed when the caller holds an address from each configured subnet (matching prevResult)."""
-    ipam = parse_ipam(request.doc)
-    expected = parse_prev_result(request.doc)
-    caller = Caller(ipam.id, request.container_id, request.ifname)
+    ipam, caller = request.config.ipam, request.caller
     if caller.id is None and caller.container is None:
         raise config_error("CHECK cannot tell whose addresses to check", "give id in ipam or set CNI_CONTAINERID")
     with request.session(_subnets(ipam), writable=False) as store:
         candidates = store.held_by_id(caller.id) if caller.id is not None else store.held_by_container(caller.container)
-    return ownership.check(caller, ipam.families, expected, candidates)
+    return ownership.check(caller, ipam.families, request.config.expected, candidates)
 
 
 def gc(request):
     """Release what containers outside the live attachment list hold from this config's subnets."""
-    ipam = parse_ipam(request.doc)
-    live = {}
-    for container, ifname in parse_attachments(request.doc):
-        live.setdefault(container, set()).add(ifname or None)
-    subnets = _subnets(ipam)
+    subnets = _subnets(request.config.ipam)
     errors = []  # GC keeps going past what it cannot read or release, and reports it at the end
     with request.session(subnets, create=False) as store:
-        for held in ownership.release_by_gc(subnets, live, store.allocations(damaged=errors)):
+        for held in ownership.release_by_gc(subnets, request.config.live, store.allocations(damaged=errors)):
             try:
-                store.release(held.address)
+                allocator.release(store, held.address)
             except CNIError as err:
                 errors.append(err)
     if errors:
@@ -97,7 +81,7 @@ def gc(request):
 
 def status(request):
     """Succeed when an ADD could: the store can take a commit now and every subnet has a free address."""
-    ipam = parse_ipam(request.doc)
+    ipam = request.config.ipam
     try:
         session = request.session(_subnets(ipam), writable=False)
         with session as store:
@@ -115,11 +99,12 @@ def status(request):
     return None
 
 
-def version(request):
+def versions(request):
+    """VERSION: the versions this plugin speaks (request is None: see CONFIGLESS)."""
     return {"cniVersion": NEWEST, "supportedVersions": list(SUPPORTED)}
 
 
-HANDLERS = {"ADD": add, "DEL": delete, "CHECK": check, "GC": gc, "STATUS": status, "VERSION": version}
+HANDLERS = {"ADD": add, "DEL": delete, "CHECK": check, "GC": gc, "STATUS": status, "VERSION": versions}
 
 
 def _subnets(ipam):
@@ -137,11 +122,11 @@ def _held_already(store, family, caller):
     held = ownership.held_in(caller, family, store.held_by_container(caller.container))
     if not held:
         return None
-    if family.address is not None and family.address.ip not in [a.address for a in held]:
+    if family.static is not None and family.static.ip not in [a.address for a in held]:
         raise CNIError(DUPLICATE_ID, f"container {caller.container!r} already holds {held[0].address} "
-                       f"from {family.subnet}, not the configured {family.address.ip}",
+                       f"from {family.subnet}, not the configured {family.static.ip}",
                        "DEL it first, or give the container its address in the config")
-    chosen = next((a for a in held if family.address is not None and a.address == family.address.ip), held[0])
+    chosen = next((a for a in held if family.static is not None and a.address == family.static.ip), held[0])
     return IPConfig(ownership.interface_of(chosen, family), family.gateway)
 
 

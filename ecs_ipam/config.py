@@ -6,14 +6,22 @@ from collections import namedtuple
 from ecs_ipam import jsontext
 from ecs_ipam.errors import DECODE_FAILURE, INCOMPATIBLE_VERSION, INVALID_CONFIG, CNIError, config_error
 from ecs_ipam.settings import parse_duration, store_path
-from ecs_ipam.versions import DEFAULT, require_supported
+from ecs_ipam.cni_versions import DEFAULT, require_command_allowed, require_supported
 
 # A route as the result reports it; gw is the family's gateway when the config gave none.
 Route = namedtuple("Route", "dst gw")
-# One address family of the ipam section: version is 4 or 6, address the static ip_interface or None.
-Family = namedtuple("Family", "version subnet gateway address routes")
+# One address family of the ipam section: version is 4 or 6, static the configured address with
+# its prefix (an ip_interface) or None.
+Family = namedtuple("Family", "version subnet gateway static routes")
 # The ipam section: id is None when absent or empty; families holds IPv4 first, then IPv6.
 IPAM = namedtuple("IPAM", "id families")
+# What a config names for a DEL to release: its id, its static addresses, its subnets.
+Named = namedtuple("Named", "id addresses subnets")
+# A CNI call's network config, parsed: nothing after this sees JSON. ipam is None only for a
+# DEL whose ipam fails validation; invalid is then that error, and named what its valid fields
+# still name. expected: prevResult's interfaces (CHECK; None without one). live: GC's attachments
+# as {container: {ifname or None}}. store: (db-path, db-connection-timeout), None where absent.
+Config = namedtuple("Config", "cni_version ipam invalid named expected live store")
 
 MAX_ID_BYTES = 256
 # The longest prefix that still leaves an address once the network address and the gateway
@@ -52,6 +60,29 @@ def cni_version_of(doc):
         raise CNIError(INCOMPATIBLE_VERSION, "incompatible CNI versions",
                        f"cniVersion must be a string, got {_show(version)}")
     return require_supported(version)
+
+
+def parse_config(command, doc):
+    """The Config of command's decoded config doc; raise the first CNI error it has (code 1 or 7)."""
+    cni_version = cni_version_of(doc)
+    require_command_allowed(command, cni_version)
+    store = parse_store_keys(doc)
+    try:
+        ipam = parse_ipam(doc)
+        invalid = None
+        named = Named(ipam.id, tuple(f.static.ip for f in ipam.families if f.static is not None),
+                      tuple(f.subnet for f in ipam.families))
+    except CNIError as err:
+        if command != "DEL":  # DEL still releases what the valid fields name
+            raise
+        ipam, invalid, named = None, err, parse_release_hints(doc)
+    expected = parse_prev_result(doc) if command == "CHECK" else None
+    live = None
+    if command == "GC":
+        live = {}
+        for container, ifname in parse_attachments(doc):
+            live.setdefault(container, set()).add(ifname or None)
+    return Config(cni_version, ipam, invalid, named, expected, live, store)
 
 
 def parse_ipam(doc):
@@ -98,7 +129,7 @@ def parse_release_hints(doc):
     """
     section = doc.get("ipam")
     if not isinstance(section, dict):
-        return None, (), ()
+        return Named(None, (), ())
     addresses, subnets = [], []
     for version in (4, 6):
         for field, parse, found in ((f"ipv{version}-address", _parse_interface, addresses),
@@ -109,7 +140,7 @@ def parse_release_hints(doc):
                     found.append(getattr(parsed, "ip", parsed))
             except CNIError:
                 pass
-    return id_of(doc), tuple(addresses), tuple(subnets)
+    return Named(id_of(doc), tuple(addresses), tuple(subnets))
 
 
 def parse_prev_result(doc):

@@ -99,10 +99,10 @@ def _go_plugin_plan(path):
     """What an upgrade in place would carry over from the Go plugin's file at path, read only
     (under a shared flock). The subnets come from the config of the call that upgrades, so
     here every address is placed under its family's /0."""
-    from ecs_ipam import bolt, migrate
+    from ecs_ipam import bolt, go_import
 
     everything = [ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0")]
-    return migrate.plan_import(bolt.read_bucket(path, migrate.BUCKET), everything, int(time.time()))
+    return go_import.plan_import(bolt.read_bucket(path, go_import.BUCKET), everything, int(time.time()))
 
 
 def _list_go_plugin_store(args, path):
@@ -136,9 +136,9 @@ def release(args, path, timeout):
             except ValueError:
                 print(f"ecs-ipam db release: {args.address!r} is not an IP address", file=sys.stderr)
                 return 2
-            released = [a for a in [store.release(address)] if a is not None]
+            released = [a for a in [allocator.release(store, address)] if a is not None]
         else:
-            released = [store.release(a.address) for a in store.held_by_id(args.id)]
+            released = [allocator.release(store, a.address) for a in store.held_by_id(args.id)]
     if not released:
         what = args.address if args.address is not None else f"id {args.id!r}"
         print(f"ecs-ipam db release: nothing held by {what}", file=sys.stderr)
@@ -170,7 +170,7 @@ def gc(args, path, timeout):
                            f"{len(keep)} id(s) read from {_file_name(args.keep_ids)}; an empty list, another host's "
                            "ids, or ids with a trailing '/'? Add --allow-all if every one of them is really gone")
         for allocation in doomed if not args.dry_run else ():
-            store.release(allocation.address)
+            allocator.release(store, allocation.address)
     verb = "would release" if args.dry_run else "released"
     for allocation in doomed:
         print(f"{verb} {allocation.address} (id {allocation.id}, age {_age(now - allocation.allocated_at)})")
@@ -234,26 +234,24 @@ def check(args, path, timeout):
 
 def import_bolt(args, path, timeout):
     """Carry the Go plugin's allocations over from its BoltDB file, in one store session."""
-    from ecs_ipam import bolt, migrate
+    from ecs_ipam import bolt, go_import
 
     _refuse_the_store_itself(args.bolt_file, path)
     subnets = (args.ipv4_subnet or []) + (args.ipv6_subnet or [])
     try:
-        plan = migrate.plan_import(bolt.read_bucket(args.bolt_file, migrate.BUCKET), subnets, int(time.time()))
-    except migrate.Unplaced as err:
+        plan = go_import.plan_import(bolt.read_bucket(args.bolt_file, go_import.BUCKET), subnets, int(time.time()))
+    except go_import.Unplaced as err:
         raise _flag_error(err, [subnet for subnet in subnets if subnet.version == err.version])
     touched = sorted({a.subnet for a in plan.allocations} | set(plan.cursors), key=_subnet_order)
     with open_store(path, timeout) as store:
         held = [a.address for a in plan.allocations if store.is_held(a.address)]
         if held:
             raise CNIError(ADDRESS_IN_USE, f"{path} already holds {len(held)} of the addresses to import: "
-                                           f"{migrate.names(held)}",
+                                           f"{go_import.names(held)}",
                            "nothing was imported; free stale ones with `ecs-ipam db release ADDRESS` first")
-        own_cursors = {subnet: store.cursor(subnet) for subnet in touched}
         for allocation in plan.allocations:
-            store.reserve(allocation)  # also moves the subnet's cursor; settled below
-        sources = {subnet: _settle_cursor(store, subnet, own_cursors[subnet], plan.cursors.get(subnet))
-                   for subnet in touched}
+            store.reserve(allocation)
+        sources = {subnet: _carry_cursor(store, subnet, plan.cursors.get(subnet)) for subnet in touched}
         cursors = {subnet: store.cursor(subnet) for subnet in touched}
     _print_import(args.bolt_file, path, plan, cursors, sources)
     return 0
@@ -261,7 +259,7 @@ def import_bolt(args, path, timeout):
 
 def _flag_error(unplaced, given):
     """The import's refusal of addresses that no --ipvN-subnet given contains, naming the flag."""
-    from ecs_ipam.migrate import names
+    from ecs_ipam.go_import import names
 
     version, addresses = unplaced.version, unplaced.addresses
     if not given:
@@ -280,19 +278,18 @@ def _refuse_the_store_itself(bolt_file, path):
                        f"move the Go plugin's file away first, e.g. `mv {path} {path}.bolt`, and import from there")
 
 
-def _settle_cursor(store, subnet, own, go):
-    """Set subnet's cursor after the import; return where it came from."""
-    if own is not None:
-        store.set_cursor(subnet, own)
+def _carry_cursor(store, subnet, go):
+    """Give subnet the Go plugin's cursor unless the store has one; say where the cursor comes from."""
+    if store.cursor(subnet) is not None:
         return "the store's own, kept"
     if go is not None:
         store.set_cursor(subnet, go)
         return "the Go plugin's lastKnownIP" + ("v6" if subnet.version == 6 else "")
-    return "the last imported address: the Go plugin's file had no cursor for it"
+    return "the Go plugin's file had none for it: ADD starts at the subnet's first free address"
 
 
 def _print_import(bolt_file, path, plan, cursors, sources):
-    from ecs_ipam.migrate import names
+    from ecs_ipam.go_import import names
 
     per_subnet = {}
     for allocation in plan.allocations:
@@ -301,7 +298,7 @@ def _print_import(bolt_file, path, plan, cursors, sources):
     print(f"imported {len(plan.allocations)} address(es) from {bolt_file} into {path}"
           + (f": {counts}" if counts else ""))
     for subnet, cursor in cursors.items():
-        print(f"cursor of {subnet}: {cursor} ({sources[subnet]})")
+        print(f"cursor of {subnet}: {cursor or 'none'} ({sources[subnet]})")
     if plan.gateways:
         print(f"skipped gateway(s) {names(plan.gateways)}: ecs-ipam never stores gateways")
     for note in plan.notes:

@@ -31,7 +31,7 @@ import zlib
 from ecs_ipam import filekind, jsontext
 from ecs_ipam.errors import IO_FAILURE, CNIError
 from ecs_ipam.lock import lock_store, open_no_follow, symlink_refused
-from ecs_ipam.store import LAYOUT, LAYOUT_KEY, MemoryTables, Store
+from ecs_ipam.store import LAYOUT, LAYOUT_KEY, DictTables, Store
 
 COMPACT_AFTER = 256
 # Past this many journal records, compaction has failed for hundreds of commits in a row: every
@@ -85,7 +85,7 @@ class open_store:
                     raise CNIError(IO_FAILURE, f"no store at {self.path}",
                                    "check the path (--db, IPAM_DB_PATH); a store is made by the first ADD")
                 if not (self.writable and self.create):
-                    self._tables = MemoryTables()
+                    self._tables = DictTables()
                     return Store(self._tables)
                 _make_directories(directory)
             _require_private(directory)

@@ -90,8 +90,8 @@ def held_in(caller, family, candidates):
 
 def interface_of(allocation, family):
     """The address with its prefix as the ADD reported it: the static address's own, else the subnet's."""
-    if family.address is not None and family.address.ip == allocation.address:
-        return family.address
+    if family.static is not None and family.static.ip == allocation.address:
+        return family.static
     return ipaddress.ip_interface((allocation.address, family.subnet.prefixlen))
 
 
@@ -103,8 +103,8 @@ def check(caller, families, expected, candidates):
         mine = sorted(interface_of(a, family) for a in held_in(caller, family, candidates))
         if not mine:
             raise CNIError(CHECK_MISMATCH, f"{owner} holds no IPv{family.version} address from {family.subnet}")
-        if family.address is not None and family.address not in mine:
-            raise CNIError(CHECK_MISMATCH, f"{owner} does not hold its configured {family.address}",
+        if family.static is not None and family.static not in mine:
+            raise CNIError(CHECK_MISMATCH, f"{owner} does not hold its configured {family.static}",
                            f"it holds {_names(mine)} from {family.subnet}")
         if expected is not None:
             wanted = sorted(i for i in expected if i.version == family.version)

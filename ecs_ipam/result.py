@@ -2,13 +2,12 @@
 
 from collections import namedtuple
 
-# address is an ip_interface (the address with its prefix length), gateway an ip_address.
-IPConfig = namedtuple("IPConfig", "address gateway")
+from ecs_ipam.cni_versions import LEGACY_VERSIONS, VERSIONED_IPS
+
+# interface: the address with its prefix length (an ip_interface); gateway an ip_address.
+IPConfig = namedtuple("IPConfig", "interface gateway")
 # ips holds IPv4 first, then IPv6; routes likewise (config.Route values).
 Result = namedtuple("Result", "ips routes")
-
-LEGACY_VERSIONS = ("0.1.0", "0.2.0")
-VERSIONED_IPS = ("0.3.0", "0.3.1", "0.4.0")
 
 
 def encode(result, cni_version):
@@ -16,8 +15,8 @@ def encode(result, cni_version):
     if cni_version in LEGACY_VERSIONS:
         encoded = {"cniVersion": cni_version}
         for ip in result.ips:
-            version = ip.address.version
-            entry = {"ip": str(ip.address), "gateway": str(ip.gateway)}
+            version = ip.interface.version
+            entry = {"ip": str(ip.interface), "gateway": str(ip.gateway)}
             routes = [_route(route) for route in result.routes if route.dst.version == version]
             if routes:
                 entry["routes"] = routes
@@ -27,9 +26,9 @@ def encode(result, cni_version):
 
     ips = []
     for ip in result.ips:
-        entry = {"address": str(ip.address), "gateway": str(ip.gateway)}
+        entry = {"address": str(ip.interface), "gateway": str(ip.gateway)}
         if cni_version in VERSIONED_IPS:
-            entry = {"version": str(ip.address.version), **entry}
+            entry = {"version": str(ip.interface.version), **entry}
         ips.append(entry)
     encoded = {"cniVersion": cni_version, "ips": ips}
     if result.routes:

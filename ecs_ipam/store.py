@@ -1,6 +1,16 @@
 """Allocations, their indexes by id and by container, and per-subnet cursors, over a key-value table.
 
-The table is the disk store of ecs_ipam.disk in the plugin, or MemoryTables in tests.
+The table protocol. A Store reads and writes text values under text keys through four methods,
+and nothing else:
+
+- ``get(key)``: the value, or None when the key is absent;
+- ``put(key, value)`` and ``delete(key)`` (deleting an absent key is no error);
+- ``keys()``: every key present, in any order.
+
+Changes are seen by later gets at once; whether and when they reach a disk is the table's
+business. ecs_ipam.disk's session table is the store on disk (changes commit when the session
+ends); DictTables below keeps them in a dict: the empty store a reader sees where none exists
+yet, the one an upgrade fills before writing it, and the tests'.
 """
 
 import ipaddress
@@ -33,7 +43,7 @@ class Store:
         self._tables = tables
         self.changes = []  # [("allocated" or "released", Allocation)] made through this Store, in order
 
-    def holder(self, address):
+    def allocation_at(self, address):
         """The allocation holding address, or None."""
         key = _ADDRESS + str(address)
         record = self._tables.get(key)
@@ -45,17 +55,17 @@ class Store:
                   "subnet": str(allocation.subnet), "allocated_at": allocation.allocated_at}
         self._apply([(_ADDRESS + key, jsontext.dumps(record))]
                     + self._index_writes(allocation, add=True)
-                    + [self._bitmap_write(allocation.address, True), (_CURSOR + str(allocation.subnet), key)])
+                    + [self._bitmap_write(allocation.address, True)])
         self.changes.append(("allocated", allocation))
 
     def release(self, address):
         """Free address; return the allocation it had, or None when it was not held."""
-        allocation = self.holder(address)
+        allocation = self.allocation_at(address)
         if allocation is None:
             return None
         self._apply([(_ADDRESS + str(address), None)]
                     + self._index_writes(allocation, add=False)
-                    + [self._bitmap_write(address, False), (_CURSOR + str(allocation.subnet), str(address))])
+                    + [self._bitmap_write(address, False)])
         self.changes.append(("released", allocation))
         return allocation
 
@@ -154,7 +164,7 @@ class Store:
         return problems
 
     def _indexed(self, key):
-        held = [self.holder(address) for address in _decoded(key, self._tables.get(key), _address_list)]
+        held = [self.allocation_at(address) for address in _decoded(key, self._tables.get(key), _address_list)]
         return [a for a in held if a is not None]
 
     def _index_writes(self, allocation, add):
@@ -232,8 +242,8 @@ def _decode_allocation(address, value):
                       ipaddress.ip_network(record["subnet"]), record["allocated_at"])
 
 
-class MemoryTables:
-    """An in-memory table with the interface of the disk one, for tests and dry runs."""
+class DictTables:
+    """A table (the protocol in the module docstring) in a dict, nothing written anywhere."""
 
     def __init__(self, items=None):
         self._items = dict(items or {})

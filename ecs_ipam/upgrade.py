@@ -7,7 +7,7 @@ carries its allocations over, then serves the call. In this order:
 1. Take an exclusive flock(2) on the BoltDB file, as every Go plugin call does for its whole
    run, waiting up to the lock timeout (code 11 after it): no Go call is then inside the file.
 2. Read its IPAM bucket and place each address under the subnet of the config being served
-   that contains it (migrate.plan_import). An address that no such subnet contains stops the
+   that contains it (go_import.plan_import). An address that no such subnet contains stops the
    upgrade (code 5, naming it and the `db import-bolt` command that carries it over), as does
    the journal of an earlier ecs-ipam store beside the file (a rollback that left it behind).
 3. Copy the file byte for byte to PATH.go-plugin.new, fsync it, rename it to PATH.go-plugin
@@ -26,11 +26,11 @@ whole at PATH and the backup whole beside it. PATH always holds one of the two.
 import os
 import time
 
-from ecs_ipam import bolt, migrate
+from ecs_ipam import bolt, go_import
 from ecs_ipam.disk import fsync_directory_of, install_snapshot, write_new_snapshot
 from ecs_ipam.lock import wait_for_flock
 from ecs_ipam.errors import IO_FAILURE, CNIError
-from ecs_ipam.store import MemoryTables, Store
+from ecs_ipam.store import DictTables, Store
 
 BACKUP_SUFFIX = ".go-plugin"
 _MORE_BACKUPS = 99  # PATH.go-plugin.2 .. .99
@@ -45,13 +45,13 @@ def upgrade(path, timeout, subnets, gdbm):
     fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
     try:
         wait_for_flock(fd, timeout, path, "a Go ecs-ipam plugin call holds its store")
-        pairs, page_size = bolt.read_locked(path, fd, migrate.BUCKET)
+        pairs, page_size = bolt.read_locked(path, fd, go_import.BUCKET)
         try:
-            plan = migrate.plan_import(pairs, subnets, int(time.time()))
-        except migrate.Unplaced as err:
+            plan = go_import.plan_import(pairs, subnets, int(time.time()))
+        except go_import.Unplaced as err:
             raise _unplaced_error(path, err)
         backup = _keep_backup(path, fd)
-        tables = MemoryTables()
+        tables = DictTables()
         store = Store(tables)
         for allocation in plan.allocations:
             store.reserve(allocation)
@@ -70,7 +70,7 @@ def _unplaced_error(path, unplaced):
     version, addresses = unplaced.version, unplaced.addresses
     field = f"ipv{version}-subnet"
     return CNIError(IO_FAILURE, f"cannot upgrade the Go plugin's store {path}: it holds {len(addresses)} IPv{version} "
-                                f"address(es) that no {field} of this config contains: {migrate.names(addresses)}",
+                                f"address(es) that no {field} of this config contains: {go_import.names(addresses)}",
                     f"nothing was changed; carry them over by hand: mv {path} {path}.bolt && ecs-ipam db "
                     f"import-bolt {path}.bolt --db {path} --{field} CIDR (repeat the flag for each subnet "
                     "they come from)")

@@ -16,7 +16,7 @@ kill_at, operations = int(sys.argv[1]), sys.argv[4].split(",")
 env, stdin = json.loads(sys.argv[2]), sys.argv[3].encode()
 import dbm.gnu
 # Imported before the count starts, so that points are the store's operations, not imports.
-from ecs_ipam import allocator, bolt, cli, commands, config, disk, lock, migrate, ownership, result, store, upgrade
+from ecs_ipam import allocator, bolt, cli, commands, config, disk, go_import, lock, ownership, result, store, upgrade
 points = [0]
 def point():
     if points[0] == kill_at:

@@ -33,9 +33,9 @@ def test_seed_dual_stack_parses_into_typed_families():
     v4, v6 = parsed.families
     assert (v4.version, v4.subnet, v4.gateway) == (4, ipaddress.ip_network("10.0.0.0/24"),
                                                    ipaddress.ip_address("10.0.0.1"))
-    assert v4.address == ipaddress.ip_interface("10.0.0.2/24")
+    assert v4.static == ipaddress.ip_interface("10.0.0.2/24")
     assert v4.routes == (config.Route(ipaddress.ip_network("169.254.170.2/32"), v4.gateway),)
-    assert v6.address == ipaddress.ip_interface("2001:db8::2/64")
+    assert v6.static == ipaddress.ip_interface("2001:db8::2/64")
     assert v6.routes[0].gw == ipaddress.ip_address("2001:db8::1")
 
 
@@ -56,7 +56,7 @@ def test_route_gw_is_kept_when_given_and_dst_is_canonical():
 def test_null_means_absent():
     parsed = ipam(id=None, ipv4_subnet="10.0.0.0/24", ipv4_address=None, ipv4_gateway=None,
                   ipv4_routes=None, ipv6_subnet=None)
-    assert parsed.id is None and len(parsed.families) == 1 and parsed.families[0].address is None
+    assert parsed.id is None and len(parsed.families) == 1 and parsed.families[0].static is None
 
 
 def test_empty_id_means_no_id():
@@ -105,9 +105,9 @@ def test_id_limit_counts_bytes_not_characters():
 
 def test_ipv6_all_ones_address_and_static_128_are_allowed():
     (family,) = ipam(ipv6_subnet="2001:db8::/64", ipv6_address="2001:db8::ffff:ffff:ffff:ffff/64").families
-    assert family.address.ip == ipaddress.ip_address("2001:db8::ffff:ffff:ffff:ffff")
+    assert family.static.ip == ipaddress.ip_address("2001:db8::ffff:ffff:ffff:ffff")
     (family,) = ipam(ipv6_subnet="2001:db8::/64", ipv6_address="2001:db8::2/128").families
-    assert family.address.network.prefixlen == 128
+    assert family.static.network.prefixlen == 128
 
 
 def test_missing_or_non_object_ipam():

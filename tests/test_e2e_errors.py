@@ -40,7 +40,7 @@ def test_version_flag(plugin):
     """The version the source declares, and the commit the build was made from."""
     import ast
 
-    source = (SOURCE / "ecs_ipam" / "version.py").read_text()
+    source = (SOURCE / "ecs_ipam" / "buildinfo.py").read_text()
     declared = next(node.value.value for node in ast.parse(source).body if isinstance(node, ast.Assign)
                     and node.targets[0].id == "VERSION")
     outcome = succeeded(plugin.run(None, args=["--version"]))

@@ -56,10 +56,10 @@ def test_the_build_is_stamped_with_the_commit(clone_head):
     checkout = clone_head("c")
     build(checkout, umask=0o022, tz="UTC")
     with zipfile.ZipFile(checkout / "dist" / "ecs-ipam") as archive:
-        version_py = archive.read("site-packages/ecs_ipam/version.py").decode()
+        version_py = archive.read("site-packages/ecs_ipam/buildinfo.py").decode()
     commit_time = int(git("log", "-1", "--format=%ct", cwd=checkout))
     assert f"GIT_SHORT_HASH = '{git('rev-parse', '--short=7', 'HEAD', cwd=checkout)}'" in version_py
     assert f"BUILT = '{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(commit_time))}'" in version_py
     assert "DIRTY = False" in version_py  # a clean clone of the commit
     # The working tree's own version.py is left as it is.
-    assert "GIT_SHORT_HASH = \"\"" in (checkout / "ecs_ipam" / "version.py").read_text()
+    assert "GIT_SHORT_HASH = \"\"" in (checkout / "ecs_ipam" / "buildinfo.py").read_text()

@@ -11,7 +11,7 @@ import pytest
 from ecs_ipam import disk
 from ecs_ipam.errors import CNIError
 from ecs_ipam.disk import open_store
-from ecs_ipam.store import Allocation, MemoryTables, Store
+from ecs_ipam.store import Allocation, DictTables, Store
 
 SUBNET = ipaddress.ip_network("10.0.0.0/24")
 
@@ -21,23 +21,25 @@ def allocation(last_octet, holder="task", container="c1", ifname="eth0"):
 
 
 def test_reserve_release_and_indexes():
-    store = Store(MemoryTables())
+    store = Store(DictTables())
     store.reserve(allocation(2))
     store.reserve(allocation(3, holder=None, container="c2"))
-    assert store.holder(ipaddress.ip_address("10.0.0.2")) == allocation(2)
+    assert store.allocation_at(ipaddress.ip_address("10.0.0.2")) == allocation(2)
     assert [a.address.packed[-1] for a in store.held_by_id("task")] == [2]
     assert [a.address.packed[-1] for a in store.held_by_container("c2")] == [3]
     assert store.held_by_container("c2", "eth1") == []
-    assert store.cursor(SUBNET) == ipaddress.ip_address("10.0.0.3")
+    assert store.cursor(SUBNET) is None  # the cursor is the allocator's to move, not the record's
     assert store.release(ipaddress.ip_address("10.0.0.2")) == allocation(2)
     assert store.release(ipaddress.ip_address("10.0.0.2")) is None
     assert store.held_by_id("task") == []
-    assert store.cursor(SUBNET) == ipaddress.ip_address("10.0.0.2")
+    assert store.cursor(SUBNET) is None
+    store.set_cursor(SUBNET, ipaddress.ip_address("10.0.0.3"))
+    assert store.cursor(SUBNET) == ipaddress.ip_address("10.0.0.3")
     assert store.problems() == []
 
 
 def test_problems_finds_broken_indexes():
-    tables = MemoryTables()
+    tables = DictTables()
     store = Store(tables)
     store.reserve(allocation(2))
     tables.put("i/task", '["10.0.0.9"]')
@@ -48,7 +50,7 @@ def test_problems_finds_broken_indexes():
 
 
 def test_held_bitmaps_follow_reserve_and_release():
-    tables = MemoryTables()
+    tables = DictTables()
     store = Store(tables)
     block = int(ipaddress.ip_address("10.0.0.2")) // 1024
     store.reserve(allocation(2))
@@ -85,7 +87,7 @@ def test_an_exception_discards_the_session(tmp_path):
             store.reserve(allocation(3))
             raise RuntimeError("half-way")
     with open_store(path, 5, writable=False) as store:
-        assert store.holder(ipaddress.ip_address("10.0.0.3")) is None
+        assert store.allocation_at(ipaddress.ip_address("10.0.0.3")) is None
 
 
 def test_compaction_folds_the_journal_into_the_snapshot(tmp_path, monkeypatch):

@@ -18,7 +18,7 @@ BUILD_ID = ""
 ENTRY_MODULE = "ecs_ipam.cli"
 ENTRY_FUNCTION = "main"
 ROOT_FOR_SUPERUSER = "/run/ecs-ipam"
-# The CNI versions the plugin speaks (ecs_ipam.versions), for the cniVersion of an error here.
+# The CNI versions the plugin speaks (ecs_ipam.cni_versions), for the cniVersion of an error here.
 SUPPORTED_VERSIONS = ()
 DEFAULT_VERSION = ""
 NEWEST_VERSION = ""

@@ -1,13 +1,13 @@
 """Packs the ecs_ipam package into one reproducible shiv zipapp, offline.
 
 Steps: copy the package's sources into a staging site-packages (normalised modes and
-times, version.py stamped with the commit and build time), let shiv build the archive
+times, buildinfo.py stamped with the commit and build time), let shiv build the archive
 from it with --site-packages (no pip resolution), then swap shiv's __main__.py for
 tools/launcher.py with this build's constants and rewrite the archive deterministically.
 
 Inputs besides the command line: SOURCE_DATE_EPOCH (default: the commit time of HEAD),
 GIT_SHORT_HASH (default: `git rev-parse --short=7 HEAD`) and GIT_DIRTY (default: whether
-the package differs from HEAD; stamped only if version.py assigns DIRTY). Prints the
+the package differs from HEAD; stamped only if buildinfo.py assigns DIRTY). Prints the
 artifact's sha256 the way sha256sum does.
 """
 
@@ -88,21 +88,21 @@ def package_sources():
 
 
 def stamp_version(text, short_hash, built, dirty):
-    """version.py's text with GIT_SHORT_HASH, BUILT and (if it has it) DIRTY set."""
+    """buildinfo.py's text with GIT_SHORT_HASH, BUILT and (if it has it) DIRTY set."""
     for name, value, required in (("GIT_SHORT_HASH", short_hash, True), ("BUILT", built, True), ("DIRTY", dirty, False)):
         text, count = re.subn(rf"^{name} = .*$", f"{name} = {value!r}", text, flags=re.MULTILINE)
         if count > 1 or (required and count != 1):
-            raise PackError(f"{PACKAGE}/version.py must assign {name} exactly once at top level, found {count}")
+            raise PackError(f"{PACKAGE}/buildinfo.py must assign {name} exactly once at top level, found {count}")
     return text
 
 
 def stage(sources, site_packages, stamps, epoch):
-    """Copy the sources into site_packages with fixed modes and times, stamping version.py."""
+    """Copy the sources into site_packages with fixed modes and times, stamping buildinfo.py."""
     for source in sources:
         relative = source.relative_to(REPO)
         target = site_packages / relative
         target.parent.mkdir(parents=True, exist_ok=True)
-        if relative == Path(PACKAGE, "version.py"):
+        if relative == Path(PACKAGE, "buildinfo.py"):
             target.write_text(stamp_version(source.read_text(), *stamps))
         else:
             shutil.copyfile(source, target)
@@ -161,14 +161,14 @@ def render_launcher(build_id, root):
 
 
 def _cni_versions():
-    """The launcher's copy of ecs_ipam.versions, from the source tree being packed."""
+    """The launcher's copy of ecs_ipam.cni_versions, from the source tree being packed."""
     sys.path.insert(0, str(REPO))
     try:
-        from ecs_ipam import versions
+        from ecs_ipam import cni_versions
     finally:
         sys.path.remove(str(REPO))
-    return {"SUPPORTED_VERSIONS": tuple(versions.SUPPORTED), "DEFAULT_VERSION": versions.DEFAULT,
-            "NEWEST_VERSION": versions.NEWEST}
+    return {"SUPPORTED_VERSIONS": tuple(cni_versions.SUPPORTED), "DEFAULT_VERSION": cni_versions.DEFAULT,
+            "NEWEST_VERSION": cni_versions.NEWEST}
 
 
 def read_shebang(path):

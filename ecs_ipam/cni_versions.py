@@ -6,6 +6,9 @@ SUPPORTED = ("0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
 NEWEST = SUPPORTED[-1]
 # A config without cniVersion is a 0.1.0 config (spec rule).
 DEFAULT = "0.1.0"
+# The result's shape: versions with ip4/ip6 objects, and those whose ips entries carry "version".
+LEGACY_VERSIONS = ("0.1.0", "0.2.0")
+VERSIONED_IPS = ("0.3.0", "0.3.1", "0.4.0")
 
 # The first version that allows each command; ADD, DEL and VERSION exist in all.
 FIRST_VERSION_OF = {"CHECK": "0.4.0", "GC": "1.1.0", "STATUS": "1.1.0"}

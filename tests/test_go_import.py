@@ -1,4 +1,4 @@
-"""ecs_ipam.migrate: the Go plugin's keys become allocations and cursors, or an error naming what does not fit."""
+"""ecs_ipam.go_import: the Go plugin's keys become allocations and cursors, or an error naming what does not fit."""
 
 import ipaddress
 import struct
@@ -7,7 +7,7 @@ import pytest
 
 from ecs_ipam.bolt import read_bucket
 from ecs_ipam.errors import CNIError
-from ecs_ipam.migrate import BUCKET, address_of_key, plan_import
+from ecs_ipam.go_import import BUCKET, address_of_key, plan_import
 from ecs_ipam.store import Allocation
 from go_fixtures import fixture
 
