@@ -17,7 +17,7 @@ import sys
 BUILD_ID = ""
 ENTRY_MODULE = "ecs_ipam.cli"
 ENTRY_FUNCTION = "main"
-ROOT_FOR_SUPERUSER = "/run/ecs-ipam"
+ROOT_FOR_SUPERUSER = ""  # tools/pack.py --root
 # The CNI versions the plugin speaks (ecs_ipam.cni_versions), for the cniVersion of an error here.
 SUPPORTED_VERSIONS = ()
 DEFAULT_VERSION = ""
