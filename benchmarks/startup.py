@@ -46,6 +46,7 @@ LABELS = {
     "stock": "ecs-ipam ADD, stock shiv bootstrap",
     "host-local": "host-local ADD (reference)",
     "cold": "ecs-ipam ADD, first start after a reboot (unpacks)",
+    "compared": "ecs-ipam ADD, the build given with --compare (its launcher)",
 }
 
 
@@ -76,7 +77,7 @@ class Case:
         return elapsed * 1000
 
 
-def cases(work, python, artifact, host_local):
+def cases(work, python, artifact, host_local, compared=None):
     """The commands to compare, by row name; the plugin copies live in work."""
     shutil.copy2(artifact, work / "ecs-ipam")
     shutil.copy2(artifact, work / "ecs-ipam-cold")
@@ -118,6 +119,9 @@ def cases(work, python, artifact, host_local):
     )
     zipapp.create_archive(bare_app, work / "ecs-ipam-bare-zipapp", interpreter=f"{python} -IS")
     table["zipapp"] = Case([str(work / "ecs-ipam-bare-zipapp")], empty, store)
+    if compared is not None:  # another build's shipped file, side by side with this one
+        shutil.copy2(compared, work / "ecs-ipam-compared")
+        table["compared"] = Case([str(work / "ecs-ipam-compared")], empty, store)
     return table
 
 
@@ -134,6 +138,10 @@ def report(times, rounds):
             print(f"| {label} | {med[name]:.1f} ms | {med[name] / med['interpreter']:.1f}x |")
     if {"direct", "imports", "zipapp", "stock"} <= set(med):
         report_parts(med)
+    if {"compared", "launcher"} <= set(med):
+        print()
+        print(f"This build's ADD {med['launcher']:.2f} ms, the compared build's {med['compared']:.2f} ms: "
+              f"{med['launcher'] / med['compared']:.3f}x")
     if {"logged", "launcher"} <= set(med):
         print()
         print(f"The call log: the shipped file's ADD with it {med['logged']:.2f} ms, without {med['launcher']:.2f} ms: "
@@ -158,6 +166,8 @@ def main():
     parser.add_argument("--python", default=os.environ.get("HOST_PYTHON") or "/usr/bin/python3")
     parser.add_argument("--artifact", type=Path, default=Path(os.environ.get("ECS_IPAM_ARTIFACT", REPO / "dist" / "ecs-ipam")))
     parser.add_argument("--host-local", default="/usr/lib/cni/host-local")
+    parser.add_argument("--compare", type=Path, metavar="ARTIFACT",
+                        help="another build of the shipped file, timed in the same rounds (row 'compared')")
     parser.add_argument("--only", metavar="ROW,ROW", type=lambda text: text.split(","),
                         help=f"time only these rows (of {', '.join(LABELS)}); e.g. launcher,logged for the call log")
     args = parser.parse_args()
@@ -171,7 +181,7 @@ def main():
             "CNI_IFNAME": "eth0", "CNI_PATH": "/usr/lib/cni", "IPAM_DB_PATH": str(work / "db" / "ipam.db"),
             "ECS_CNI_LOGLEVEL": "off",  # no call log but where a row asks for one, even where /log exists
         }
-        table = cases(work, args.python, args.artifact, args.host_local)
+        table = cases(work, args.python, args.artifact, args.host_local, args.compare)
         if args.only:
             unknown = set(args.only) - set(table)
             if unknown or "interpreter" not in args.only:

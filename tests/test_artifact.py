@@ -76,7 +76,7 @@ def test_archive_keeps_shivs_layout_with_the_launcher_as_main(artifact):
     names = [info.filename for info in infos]
     assert "site-packages/ecs_ipam/cli.py" in names
     assert "_bootstrap/__init__.py" in names
-    assert names[-2:] == ["environment.json", "__main__.py"]
+    assert names[-3:] == ["environment.json", "__main__.py", "__main__.pyc"]
     assert environment["entry_point"] == "ecs_ipam.cli:main"
     assert environment["root"] == DEFAULT_ROOT
     assert environment["reproducible"] is True
@@ -84,6 +84,34 @@ def test_archive_keeps_shivs_layout_with_the_launcher_as_main(artifact):
     assert len({info.date_time for info in infos}) == 1
     assert {info.external_attr >> 16 for info in infos} == {0o100644}
     assert "_bootstrap.bootstrap()" in main and "sys.path.insert(0, site_packages)" in main
+
+
+def test_the_launcher_ships_compiled_for_the_host_and_runs_from_source_elsewhere(artifact, tmp_path):
+    """__main__.pyc is __main__.py compiled by the shebang's interpreter; one of another version
+    (another magic number) must pass it over and run the source."""
+    import importlib.util
+    import marshal
+
+    with zipfile.ZipFile(artifact) as archive:
+        source = archive.read("__main__.py")
+        compiled = archive.read("__main__.pyc")
+    host = open(artifact, "rb").readline()[2:].split()[0].decode()
+    magic = subprocess.run([host, "-S", "-c", "import importlib.util, sys; "
+                            "sys.stdout.buffer.write(importlib.util.MAGIC_NUMBER)"], capture_output=True).stdout
+    assert compiled[:4] == magic and compiled[8:16] == importlib.util.source_hash(source)
+    if compiled[:4] == importlib.util.MAGIC_NUMBER:  # this interpreter can read it: the same code
+        assert marshal.loads(compiled[16:]).co_code == compile(source, "__main__.py", "exec").co_code
+    # A pyc of another interpreter's version: zipimport runs the source instead.
+    altered = tmp_path / "ecs-ipam"
+    with zipfile.ZipFile(artifact) as archive, open(altered, "wb") as target:
+        target.write(open(artifact, "rb").readline())
+        with zipfile.ZipFile(target, "w") as out:
+            for info in archive.infolist():
+                data = archive.read(info)
+                out.writestr(info, b"\0\0\0\0" + data[4:] if info.filename == "__main__.pyc" else data)
+    altered.chmod(0o755)
+    version = version_of(run(altered, "--version", env={"SHIV_ROOT": str(tmp_path / "root")}))
+    assert version["version"]
 
 
 def test_version_carries_the_stamped_build(artifact, tmp_path):
