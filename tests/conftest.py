@@ -1,5 +1,6 @@
 """Shared fixtures: the built artifact, run as a separate process the way a runtime runs it."""
 
+import hashlib
 import json
 import os
 import shutil
@@ -8,9 +9,30 @@ from pathlib import Path
 
 import pytest
 
-from go_fixtures import fixture as go_fixture
+from go_fixtures import FIXTURES, fixture as go_fixture
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def tree_digest(directory):
+    """{relative path: sha256 of its bytes, or "directory"} of everything below directory."""
+    digest = {}
+    for path in sorted(directory.rglob("*")):
+        name = str(path.relative_to(directory))
+        digest[name] = "directory" if path.is_dir() else hashlib.sha256(path.read_bytes()).hexdigest()
+    return digest
+
+
+@pytest.fixture(scope="session", autouse=True)
+def fixtures_unchanged():
+    """The suite must leave tests/fixtures as it found it: a test that uses a fixture store in place
+    (a lock file made beside it, an upgrade) fails the run here. Copy it (go_store) instead."""
+    before = tree_digest(FIXTURES.parent)
+    yield
+    after = tree_digest(FIXTURES.parent)
+    changed = sorted(name for name in set(before) | set(after) if before.get(name) != after.get(name))
+    if changed:
+        pytest.fail(f"the suite changed tests/fixtures: {', '.join(changed)} (use a copy of a fixture)", pytrace=False)
 
 
 @pytest.fixture(scope="session")
