@@ -182,12 +182,20 @@ def test_bridge_dual_stack(bridge):
     added = bridge.run("ADD", doc)
     assert added.code == 0, added
 
-    assert [e["address"] for e in added.json["ips"]] == ["169.254.172.2/22", "fd00:ec2:1::2/64"]
-    assert bridge.addresses(4) == ["169.254.172.2/22"]
-    assert bridge.addresses(6) == ["fd00:ec2:1::2/64"]
+    ips = added.json["ips"]
+    assert [(e["address"], e["gateway"]) for e in ips] == [("169.254.172.2/22", "169.254.172.1"),
+                                                          ("fd00:ec2:1::2/64", "fd00:ec2:1::1")]
+    # What ADD printed is what bridge put on the container's eth0, family by family...
+    assert bridge.addresses(4) == [ips[0]["address"]]
+    assert bridge.addresses(6) == [ips[1]["address"]]
     assert "fd00:ec2::254 via fd00:ec2:1::1 dev eth0" in bridge.routes(6)
-    assert held_by(bridge.db_path, "task-ds") == sorted(["169.254.172.2", "fd00:ec2:1::2"])
-    assert all(ipaddress.ip_interface(e["address"]) for e in added.json["ips"])
+    # ...and what the store holds for the id: the same addresses, from the configured subnets,
+    # recorded with the runtime's container and ifname.
+    with open_store(str(bridge.db_path), 5, writable=False) as store:
+        assert store.problems() == []
+        held = [(str(a.address), str(a.subnet), a.container, a.ifname) for a in store.held_by_id("task-ds")]
+    assert sorted(held) == sorted((str(ipaddress.ip_interface(e["address"]).ip), subnet, "container-1", "eth0")
+                                  for e, subnet in zip(ips, (V4, V6)))
 
     for _ in range(2):
         deleted = bridge.run("DEL", doc)
