@@ -161,13 +161,6 @@ def test_a_store_nobody_can_read_is_an_error_not_an_empty_store(plugin, nobody):
     assert error["code"] == 5 and "Permission denied" in error["msg"], error
 
 
-@pytest.mark.parametrize("args", [["db", "list"], ["db", "check"], ["db", "release", "10.0.0.2"]])
-def test_the_db_tools_on_a_path_with_no_store_say_so(plugin, args):
-    outcome = plugin.run(None, args=[*args, "--db", str(plugin.db_path)])
-    assert outcome.code == 1 and f"no store at {plugin.db_path}" in outcome.stderr, outcome
-    assert not plugin.db_path.parent.exists()
-
-
 def test_cni_check_and_status_on_a_fresh_host_keep_their_meaning(plugin):
     failed(plugin.run("CHECK", netconf({**V4, "id": "a"})), 103, "holds no IPv4 address")
     silent_success(plugin.run("STATUS", netconf(V4)))
