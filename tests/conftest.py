@@ -1,10 +1,12 @@
 """Shared fixtures: the built artifact, run as a separate process the way a runtime runs it."""
 
+import fcntl
 import hashlib
 import json
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -103,3 +105,46 @@ def go_store(tmp_path):
         shutil.copyfile(go_fixture(name)[0], path)
         return path
     return copy
+
+
+class FlockHolder:
+    """An exclusive flock(2) on path, held from the test as another ecs-ipam call (on PATH.lock) or
+    a Go plugin call (on its BoltDB file) holds it, until release(); also a context manager.
+    With create, path and its directory are made when missing."""
+
+    def __init__(self, path, create=True):
+        self.path = str(path)
+        if create:
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self.fd = os.open(self.path, os.O_RDWR | (os.O_CREAT if create else 0), 0o600)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        self._inode = os.fstat(self.fd).st_ino
+
+    def waiters(self):
+        """How many processes are blocked on this flock (/proc/locks lists a waiter with "->")."""
+        with open("/proc/locks") as locks:
+            return sum(1 for line in locks
+                       if "->" in line and any(word.endswith(f":{self._inode}") for word in line.split()))
+
+    def wait_for_waiters(self, count, limit=60):
+        """Return once count processes are blocked on the lock; fail after limit seconds."""
+        deadline = time.monotonic() + limit
+        while self.waiters() < count:
+            assert time.monotonic() < deadline, f"only {self.waiters()} of {count} processes reached the lock"
+            time.sleep(0.05)
+
+    def release(self):
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+def hold_store_lock(db_path):
+    """A FlockHolder of the store's lock file (db_path.lock), as another ecs-ipam process holds it."""
+    return FlockHolder(f"{db_path}.lock")
