@@ -25,7 +25,7 @@ import pytest
 import kill_points
 
 import ecs_ipam.disk as disk_module
-from conftest import Outcome
+from conftest import Outcome, start
 from ecs_ipam import cli
 from ecs_ipam.errors import CNIError
 from ecs_ipam.disk import COMPACT_AFTER, open_store
@@ -369,15 +369,12 @@ class Soak:
             return self.random.uniform(0, span), self.random.random() < 0.3
 
     def run(self, command, doc, container):
-        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "IPAM_DB_PATH": str(self.plugin.db_path),
-               "CNI_COMMAND": command, "CNI_IFNAME": "eth0", "CNI_CONTAINERID": container,
-               "IPAM_DB_CONNECTION_TIMEOUT": "60s"}
+        env = self.plugin.env(command, {"CNI_CONTAINERID": container, "IPAM_DB_CONNECTION_TIMEOUT": "60s"})
         delay, kill = self.delay()
         began = time.monotonic()
-        proc = subprocess.Popen([str(self.plugin.artifact)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, env=env, cwd="/", start_new_session=True)
+        proc = start([self.plugin.artifact], env, json.dumps(doc).encode(), start_new_session=True)
         try:
-            stdout, stderr = proc.communicate(json.dumps(doc).encode(), timeout=delay if kill else 120)
+            stdout, stderr = proc.communicate(timeout=delay if kill else 120)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)  # the whole group, whatever the artifact starts
             stdout, stderr = proc.communicate()

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import RUNTIME_PATH, hold_store_lock, runtime_env
 from e2e_support import add, add_address, delete, listing, readme_block, run_db, store_files, succeeded
 from ecs_ipam.disk import open_store
 
@@ -333,12 +334,9 @@ def test_gc_bad_input_is_named_and_changes_nothing(plugin, args, stdin, code, fr
 
 
 def test_gc_waits_for_the_plugins_lock(plugin):
-    import fcntl
-
     classic_host(plugin)
     before = store_files(plugin)
-    with open(str(plugin.db_path) + ".lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with hold_store_lock(plugin.db_path):
         outcome = run_db(plugin, ["gc", "--keep-ids", "-"], env={"IPAM_DB_CONNECTION_TIMEOUT": "200ms"},
                          stdin=MACS[0].encode())
     assert outcome.code == 1 and "timed out" in outcome.stderr and "lock" in outcome.stderr, outcome
@@ -387,11 +385,8 @@ def recipe_environment(plugin, tmp_path):
     """PATH with ecs-ipam on it (bin/ecs-ipam: the built file), IPAM_DB_PATH the plugin's store."""
     (tmp_path / "bin").mkdir()
     (tmp_path / "bin" / "ecs-ipam").symlink_to(plugin.artifact)
-    env = {"PATH": f"{tmp_path / 'bin'}:/usr/sbin:/usr/bin:/sbin:/bin", "IPAM_DB_PATH": str(plugin.db_path),
-           "HOME": str(tmp_path)}
-    if "SHIV_ROOT" in os.environ:
-        env["SHIV_ROOT"] = os.environ["SHIV_ROOT"]
-    return env
+    return runtime_env({"PATH": f"{tmp_path / 'bin'}:{RUNTIME_PATH}", "IPAM_DB_PATH": str(plugin.db_path),
+                        "HOME": str(tmp_path)})
 
 
 def needs(*tools):

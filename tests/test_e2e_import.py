@@ -6,13 +6,13 @@ after the Go plugin's cursor without handing out an imported address, and DEL by
 what the id held there. The bolt file is only ever read.
 """
 
-import fcntl
 import ipaddress
 import shutil
 from pathlib import Path
 
 import pytest
 
+from conftest import hold_store_lock
 from e2e_support import add_address, add_addresses, delete, failed, listing, netconf, run_db, store_files
 from go_fixtures import CURSOR_FAMILY, NAMES, SUBNETS, fixture, go_cursors, go_holders, next_free
 
@@ -162,9 +162,7 @@ def test_importing_the_store_path_itself_is_refused(plugin):
 
 
 def test_the_import_waits_for_the_stores_lock(plugin, go_store):
-    plugin.db_path.parent.mkdir(parents=True)
-    with open(f"{plugin.db_path}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with hold_store_lock(plugin.db_path):
         outcome = import_bolt(plugin, go_store("ipv4-basic"), SUBNETS["ipv4-basic"],
                               env={"IPAM_DB_CONNECTION_TIMEOUT": "200ms"})
     assert outcome.code == 1 and "timed out" in outcome.stderr, outcome
