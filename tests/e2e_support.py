@@ -3,7 +3,7 @@
 import os
 from pathlib import Path
 
-from conftest import spawn
+from conftest import ROOT, spawn
 
 ALL_VERSIONS = ("0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
 LEGACY_VERSIONS = ("0.1.0", "0.2.0")
@@ -127,7 +127,7 @@ def run_db(plugin, args, env=None, stdin=b""):
 
 def readme_block(after, language="sh"):
     """The first ```LANGUAGE block of the README after the first line that contains `after`."""
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    readme = (ROOT / "README.md").read_text()
     rest = readme[readme.index(after):]
     start = rest.index(f"```{language}\n") + len(f"```{language}\n")
     return rest[start:rest.index("```\n", start)]

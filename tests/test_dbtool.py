@@ -5,11 +5,10 @@ import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-from conftest import RUNTIME_PATH, hold_store_lock, runtime_env
+from conftest import ROOT, RUNTIME_PATH, hold_store_lock, runtime_env
 from e2e_support import add, add_address, delete, listing, readme_block, run_db, store_files, succeeded
 from ecs_ipam.disk import open_store
 
@@ -431,7 +430,7 @@ def test_readme_classic_agent_recipe_works_as_written(plugin, tmp_path):
 def test_readme_netlib_recipe_works_as_written(plugin, tmp_path):
     """The recipe with /var/run/netns a tmpfs of its own (in a mount namespace) holding the live tasks' names."""
     needs("unshare")
-    daemon = (Path(__file__).resolve().parent.parent / "examples" / "ecs-netlib-daemon.conf").read_text()
+    daemon = (ROOT / "examples" / "ecs-netlib-daemon.conf").read_text()
     succeeded(plugin.run("ADD", stdin=daemon, env={"CNI_CONTAINERID": "container-id"}))
     tasks = {"/var/run/netns/3f1c9a2b4d5e6f708192a3b4c5d6e7f8-eth1": "live",
              "/var/run/netns/0a9b8c7d6e5f40312233445566778899-eth1": "stopped"}

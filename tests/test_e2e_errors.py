@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import finish, hold_store_lock, spawn
+from conftest import ROOT, finish, hold_store_lock, spawn
 from e2e_support import (ALL_VERSIONS, DUAL, V4, V6, add, add_address, assert_free, failed, held_addresses,
                          mode_of, netconf, run_args, silent_success, store_files, succeeded)
 from go_fixtures import fixture
 
 SUPPORTED = list(ALL_VERSIONS)
-SOURCE = Path(__file__).resolve().parent.parent
+SOURCE = ROOT
 
 
 # -- commands, flags and versions -----------------------------------------------------------

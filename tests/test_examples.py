@@ -3,7 +3,6 @@ README's "run it by hand" block exactly as written."""
 
 import json
 import subprocess
-from pathlib import Path
 
 import pytest
 
