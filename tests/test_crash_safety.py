@@ -26,6 +26,7 @@ import kill_points
 
 import ecs_ipam.disk as disk_module
 from conftest import Outcome, start
+from e2e_support import run_db
 from ecs_ipam import cli
 from ecs_ipam.errors import CNIError
 from ecs_ipam.disk import COMPACT_AFTER, open_store
@@ -475,9 +476,8 @@ def test_random_sigkills_during_concurrent_add_and_del(plugin):
         assert set(held) <= set(soak.model)
         count = len(store.allocations())
     # The operator's check agrees...
-    checked = subprocess.run([str(plugin.artifact), "db", "check", "--db", str(plugin.db_path)],
-                             capture_output=True, text=True, timeout=60)
-    assert checked.returncode == 0 and f"sound, {count} allocation(s)" in checked.stdout, checked
+    checked = run_db(plugin, ["check"])
+    assert checked.code == 0 and f"sound, {count} allocation(s)" in checked.stdout, checked
     # ...and the plugin itself carries on over the store.
     outcome = plugin.run("ADD", config("final", v6=True), env={"CNI_CONTAINERID": "final"})
     assert outcome.code == 0, outcome

@@ -13,7 +13,7 @@ import pytest
 
 from conftest import ROOT, finish, hold_store_lock, spawn
 from e2e_support import (ALL_VERSIONS, DUAL, V4, V6, add, add_address, assert_free, failed, held_addresses,
-                         mode_of, netconf, run_args, silent_success, store_files, succeeded)
+                         mode_of, netconf, run_args, run_db, silent_success, store_files, succeeded)
 from go_fixtures import fixture
 
 SUPPORTED = list(ALL_VERSIONS)
@@ -153,8 +153,7 @@ def test_undecodable_config_is_code_6(plugin, command, stdin):
 
 
 def test_non_utf8_stdin_is_code_6(plugin, artifact):
-    proc = subprocess.run([str(artifact)], input=b'{"name": "\xff"}', capture_output=True, cwd="/",
-                          env={"CNI_COMMAND": "ADD", "IPAM_DB_PATH": str(plugin.db_path)})
+    proc = spawn([artifact], plugin.env("ADD"), b'{"name": "\xff"}')
     assert proc.returncode == 1
     assert b"Traceback" not in proc.stdout + proc.stderr
     assert b'"code": 6' in proc.stdout
@@ -486,14 +485,12 @@ def test_a_damaged_store_is_code_5_not_a_crash(plugin, key, value, command, hold
         snapshot[key] = value
     conf = netconf({**V4, "id": holder}, **{"cni.dev/valid-attachments": []})
     failed(plugin.run(command, conf), code, "damaged")
-    listing = subprocess.run([str(plugin.artifact), "db", "list", "--db", str(plugin.db_path)], capture_output=True,
-                             text=True, timeout=60)
-    assert listing.returncode == listed and "Traceback" not in listing.stderr, listing
+    listing = run_db(plugin, ["list"])  # (Run asserts there is no traceback)
+    assert listing.code == listed, listing
     if listed:
         assert "damaged" in listing.stderr, listing
-    checked = subprocess.run([str(plugin.artifact), "db", "check", "--db", str(plugin.db_path)], capture_output=True,
-                             text=True, timeout=60)
-    assert checked.returncode == 1 and "Traceback" not in checked.stderr and checked.stderr, checked
+    checked = run_db(plugin, ["check"])
+    assert checked.code == 1 and checked.stderr, checked
 
 
 @pytest.mark.parametrize("key, value", [(b"a/10.0.0.2", b"{not json"), (b"c/c1", b'["nonsense"]')])
@@ -657,8 +654,8 @@ def test_disk_full_is_code_5_and_leaves_nothing_half_written(plugin, tmp_path):
     code, result = step("add-b")
     assert code == 0 and result["ips"][0]["address"] == "10.0.0.3/24", result
     copy = type(plugin)(plugin.artifact, out / "store" / "ipam.db")
-    check = subprocess.run([str(plugin.artifact), "db", "check", "--db", str(copy.db_path)], capture_output=True)
-    assert check.returncode == 0, check
+    check = run_db(copy, ["check"])
+    assert check.code == 0, check
     assert held_addresses(copy) == {"10.0.0.2": ("a", None, "eth0", "10.0.0.0/24"),
                                     "10.0.0.3": ("b", None, "eth0", "10.0.0.0/24")}
     failed(copy.run("ADD", netconf({**V4, "id": "a"})), 102, "'a'", "10.0.0.2")
@@ -717,5 +714,5 @@ def test_random_odd_configs_never_make_an_internal_error(plugin):
         answers.add((command, outcome.code and outcome.json["code"]))
     # The run went through successes and failures of several kinds.
     assert {("ADD", 0), ("DEL", 0), ("ADD", 7), ("CHECK", 103)} <= answers, answers
-    check = subprocess.run([str(plugin.artifact), "db", "check", "--db", str(plugin.db_path)], capture_output=True)
-    assert check.returncode == 0, check
+    check = run_db(plugin, ["check"])
+    assert check.code == 0, check
