@@ -1,10 +1,9 @@
 """Helpers for the end-to-end tests: network configs as a runtime sends them, and short assertions."""
 
-import contextlib
-import fcntl
 import os
-import subprocess
 from pathlib import Path
+
+from conftest import ROOT, spawn
 
 ALL_VERSIONS = ("0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
 LEGACY_VERSIONS = ("0.1.0", "0.2.0")
@@ -118,11 +117,7 @@ class Run:
 
 def run_args(plugin, args, env=None, stdin=b""):
     """The artifact with ARGS (no CNI_COMMAND) in the minimal environment the plugin fixture uses, on its store."""
-    environ = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "IPAM_DB_PATH": str(plugin.db_path), **(env or {})}
-    if "SHIV_ROOT" in os.environ:
-        environ["SHIV_ROOT"] = os.environ["SHIV_ROOT"]
-    return Run(subprocess.run([str(plugin.artifact), *args], env=environ, capture_output=True,
-                              input=stdin, timeout=60, cwd="/"))
+    return Run(spawn([plugin.artifact, *args], plugin.env(None, env), stdin))
 
 
 def run_db(plugin, args, env=None, stdin=b""):
@@ -132,7 +127,7 @@ def run_db(plugin, args, env=None, stdin=b""):
 
 def readme_block(after, language="sh"):
     """The first ```LANGUAGE block of the README after the first line that contains `after`."""
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    readme = (ROOT / "README.md").read_text()
     rest = readme[readme.index(after):]
     start = rest.index(f"```{language}\n") + len(f"```{language}\n")
     return rest[start:rest.index("```\n", start)]
@@ -150,14 +145,3 @@ def store_files(plugin):
 def mode_of(path):
     return os.stat(path).st_mode & 0o777
 
-
-@contextlib.contextmanager
-def lock_held(db_path):
-    """Hold the store's lock, as another ecs-ipam process would."""
-    db_path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(str(db_path) + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)

@@ -9,74 +9,32 @@ Needs root, iproute2 (`ip`) and containernetworking-plugins (/usr/lib/cni/bridge
 
 import ipaddress
 import json
-import os
 import secrets
-import shutil
-import subprocess
-from pathlib import Path
 
 import pytest
 
-from conftest import Outcome
+from conftest import BRIDGE, Outcome, addresses_in, ip, spawn
 from ecs_ipam.disk import open_store
 
-BRIDGE = Path("/usr/lib/cni/bridge")
 V4 = "169.254.172.0/22"
 V6 = "fd00:ec2:1::/64"
 
 
-def ip(*args, check=True):
-    return subprocess.run(["ip", *args], capture_output=True, text=True, check=check, timeout=30)
-
-
-def _namespace(role):
-    """A fresh, named network namespace (deleted afterwards); skips when this sandbox cannot make one."""
-    if shutil.which("ip") is None:
-        pytest.skip("iproute2's `ip` is not installed")
-    if not BRIDGE.is_file():
-        pytest.skip(f"{BRIDGE} is missing: install Debian's containernetworking-plugins")
-    if os.geteuid() != 0:
-        pytest.skip("network namespaces need root")
-    name = f"ecs-ipam-test-{role}-{secrets.token_hex(4)}"
-    made = ip("netns", "add", name, check=False)
-    if made.returncode != 0:
-        pytest.skip(f"cannot create a network namespace here: {made.stderr.strip()}")
-    try:
-        # bridge makes a bridge and a veth pair: skip where links cannot be made (no CAP_NET_ADMIN).
-        probe = ip("-n", name, "link", "add", "probe0", "type", "bridge", check=False)
-        if probe.returncode != 0:
-            pytest.skip(f"cannot create network links here: {probe.stderr.strip()}")
-        ip("-n", name, "link", "del", "probe0", check=False)
-        yield name
-    finally:
-        ip("netns", "del", name, check=False)
-
-
 @pytest.fixture
-def netns():
+def netns(namespaces):
     """The container's network namespace."""
-    yield from _namespace("container")
+    return namespaces("container")
 
 
 @pytest.fixture
-def host_netns():
+def host_netns(namespaces):
     """Where the bridge plugin runs: its bridge and the host ends of the veths are made here."""
-    yield from _namespace("host")
+    return namespaces("host")
 
 
 @pytest.fixture
 def bridge_name():
     return f"ecsbr{secrets.token_hex(4)}"  # 13 characters: under IFNAMSIZ, unique per test
-
-
-@pytest.fixture
-def cni_path(artifact, tmp_path):
-    """A CNI_PATH holding the bridge plugin and the artifact under the name the config asks for."""
-    directory = tmp_path / "cni-bin"
-    directory.mkdir()
-    (directory / "ecs-ipam").symlink_to(Path(artifact).resolve())
-    (directory / "bridge").symlink_to(BRIDGE)
-    return directory
 
 
 class Bridge:
@@ -95,21 +53,15 @@ class Bridge:
                 "ipam": ipam}
 
     def run(self, command, doc, container="container-1", ifname="eth0"):
-        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "CNI_COMMAND": command, "CNI_CONTAINERID": container,
-               "CNI_NETNS": f"/var/run/netns/{self.netns}", "CNI_IFNAME": ifname, "CNI_PATH": str(self.cni_path),
-               "IPAM_DB_PATH": str(self.db_path)}
-        proc = subprocess.run(["ip", "netns", "exec", self.host_netns, str(BRIDGE)], input=json.dumps(doc).encode(),
-                              env=env, capture_output=True, timeout=60, cwd="/")
+        env = {"CNI_COMMAND": command, "CNI_CONTAINERID": container, "CNI_NETNS": f"/var/run/netns/{self.netns}",
+               "CNI_IFNAME": ifname, "CNI_PATH": str(self.cni_path), "IPAM_DB_PATH": str(self.db_path)}
+        proc = spawn(["ip", "netns", "exec", self.host_netns, BRIDGE], env, json.dumps(doc).encode())
         # The bridge is on the host side of the test's own namespaces, never in the machine's.
         assert ip("link", "show", "dev", self.bridge_name, check=False).returncode != 0
         return Outcome(proc)
 
     def addresses(self, family):
-        shown = ip("-n", self.netns, "-j", f"-{family}", "addr", "show", "dev", "eth0", check=False)
-        if shown.returncode != 0:
-            return []
-        return [f"{a['local']}/{a['prefixlen']}" for link in json.loads(shown.stdout)
-                for a in link.get("addr_info", []) if a.get("scope") == "global"]
+        return addresses_in(self.netns, "eth0", family)
 
     def routes(self, family):
         return ip("-n", self.netns, f"-{family}", "route", "show").stdout
@@ -182,12 +134,20 @@ def test_bridge_dual_stack(bridge):
     added = bridge.run("ADD", doc)
     assert added.code == 0, added
 
-    assert [e["address"] for e in added.json["ips"]] == ["169.254.172.2/22", "fd00:ec2:1::2/64"]
-    assert bridge.addresses(4) == ["169.254.172.2/22"]
-    assert bridge.addresses(6) == ["fd00:ec2:1::2/64"]
+    ips = added.json["ips"]
+    assert [(e["address"], e["gateway"]) for e in ips] == [("169.254.172.2/22", "169.254.172.1"),
+                                                          ("fd00:ec2:1::2/64", "fd00:ec2:1::1")]
+    # What ADD printed is what bridge put on the container's eth0, family by family...
+    assert bridge.addresses(4) == [ips[0]["address"]]
+    assert bridge.addresses(6) == [ips[1]["address"]]
     assert "fd00:ec2::254 via fd00:ec2:1::1 dev eth0" in bridge.routes(6)
-    assert held_by(bridge.db_path, "task-ds") == sorted(["169.254.172.2", "fd00:ec2:1::2"])
-    assert all(ipaddress.ip_interface(e["address"]) for e in added.json["ips"])
+    # ...and what the store holds for the id: the same addresses, from the configured subnets,
+    # recorded with the runtime's container and ifname.
+    with open_store(str(bridge.db_path), 5, writable=False) as store:
+        assert store.problems() == []
+        held = [(str(a.address), str(a.subnet), a.container, a.ifname) for a in store.held_by_id("task-ds")]
+    assert sorted(held) == sorted((str(ipaddress.ip_interface(e["address"]).ip), subnet, "container-1", "eth0")
+                                  for e, subnet in zip(ips, (V4, V6)))
 
     for _ in range(2):
         deleted = bridge.run("DEL", doc)

@@ -1,14 +1,11 @@
 """Many plugin processes on one store at once: the lock serialises them, no address is handed out twice."""
 
-import fcntl
 import json
-import os
-import subprocess
 import time
 
 import pytest
 
-from conftest import Outcome
+from conftest import finish, hold_store_lock
 from ecs_ipam.disk import COMPACT_AFTER, open_store
 
 SUBNET = "169.254.172.0/22"
@@ -27,47 +24,8 @@ def config(holder_id=None):
 
 
 def start(plugin, command, doc, env=None):
-    """Start the plugin as Plugin.run does, without waiting for it."""
-    environ = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "IPAM_DB_PATH": str(plugin.db_path),
-               "CNI_COMMAND": command, "CNI_IFNAME": "eth0", **PATIENT, **(env or {})}
-    proc = subprocess.Popen([str(plugin.artifact)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env=environ, cwd="/")
-    proc.stdin.write(json.dumps(doc).encode())
-    proc.stdin.close()
-    proc.stdin = None  # so that communicate() does not flush it again
-    return proc
-
-
-def finish(proc, timeout=120):
-    stdout, stderr = proc.communicate(timeout=timeout)
-    return Outcome(subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr))
-
-
-class held_lock:
-    """Hold the store's lock from the test, as another ecs-ipam process would."""
-
-    def __init__(self, db_path):
-        db_path.parent.mkdir(parents=True, exist_ok=True)
-        self.fd = os.open(str(db_path) + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
-        fcntl.flock(self.fd, fcntl.LOCK_EX)
-
-    def wait_for_waiters(self, count, limit=60):
-        """Return once count processes are blocked on the lock (as /proc/locks lists them)."""
-        inode = os.fstat(self.fd).st_ino
-        deadline = time.monotonic() + limit
-        while True:
-            with open("/proc/locks") as locks:
-                waiting = sum(1 for line in locks
-                              if "->" in line and any(f.endswith(f":{inode}") for f in line.split()))
-            if waiting >= count:
-                return
-            assert time.monotonic() < deadline, f"only {waiting} of {count} processes reached the lock"
-            time.sleep(0.05)
-
-    def release(self):
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
+    """Start the plugin as Plugin.run does (with the patient timeout), without waiting for it."""
+    return plugin.start(command, doc, {**PATIENT, **(env or {})})
 
 
 def stored(db_path):
@@ -88,7 +46,7 @@ def concurrent_adds(plugin, count, prefix):
 
     Returns {address: (id, container)}.
     """
-    lock = held_lock(plugin.db_path)
+    lock = hold_store_lock(plugin.db_path)
     try:
         procs = []
         for n in range(count):
@@ -129,7 +87,7 @@ def journal_records(db_path):
 def test_concurrent_adds_and_dels_leave_exactly_the_survivors(plugin):
     before = concurrent_adds(plugin, 100, "old")
     records_before = journal_records(plugin.db_path)
-    lock = held_lock(plugin.db_path)
+    lock = hold_store_lock(plugin.db_path)
     try:
         dels, adds = [], []
         for n, (address, (holder, container)) in enumerate(sorted(before.items())):
@@ -167,7 +125,7 @@ def test_concurrent_adds_and_dels_leave_exactly_the_survivors(plugin):
 
 
 def test_lock_timeout_is_code_11_naming_path_and_timeout(plugin):
-    lock = held_lock(plugin.db_path)
+    lock = hold_store_lock(plugin.db_path)
     try:
         began = time.monotonic()
         outcome = plugin.run("ADD", config=config("waiting"), env={"IPAM_DB_CONNECTION_TIMEOUT": "300ms"})
@@ -186,7 +144,7 @@ def test_lock_timeout_is_code_11_naming_path_and_timeout(plugin):
 
 
 def test_bare_number_timeout_is_seconds(plugin):
-    lock = held_lock(plugin.db_path)
+    lock = hold_store_lock(plugin.db_path)
     try:
         began = time.monotonic()
         outcome = plugin.run("ADD", config=config(), env={"IPAM_DB_CONNECTION_TIMEOUT": "1"})
@@ -202,7 +160,7 @@ def test_bare_number_timeout_is_seconds(plugin):
 def test_zero_timeout_waits_for_the_lock_without_limit(plugin, command):
     if command == "DEL":  # a DEL without a store has nothing to wait for: give it something to release
         held = address_of(plugin.run("ADD", config=config("patient")))
-    lock = held_lock(plugin.db_path)
+    lock = hold_store_lock(plugin.db_path)
     try:
         proc = start(plugin, command, config("patient"), {"IPAM_DB_CONNECTION_TIMEOUT": "0"})
         time.sleep(6.0)  # past the 5 s default too: 0 is no limit, not "unset"

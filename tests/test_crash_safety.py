@@ -25,7 +25,8 @@ import pytest
 import kill_points
 
 import ecs_ipam.disk as disk_module
-from conftest import Outcome
+from conftest import Outcome, start
+from e2e_support import run_db
 from ecs_ipam import cli
 from ecs_ipam.errors import CNIError
 from ecs_ipam.disk import COMPACT_AFTER, open_store
@@ -369,15 +370,12 @@ class Soak:
             return self.random.uniform(0, span), self.random.random() < 0.3
 
     def run(self, command, doc, container):
-        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "IPAM_DB_PATH": str(self.plugin.db_path),
-               "CNI_COMMAND": command, "CNI_IFNAME": "eth0", "CNI_CONTAINERID": container,
-               "IPAM_DB_CONNECTION_TIMEOUT": "60s"}
+        env = self.plugin.env(command, {"CNI_CONTAINERID": container, "IPAM_DB_CONNECTION_TIMEOUT": "60s"})
         delay, kill = self.delay()
         began = time.monotonic()
-        proc = subprocess.Popen([str(self.plugin.artifact)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, env=env, cwd="/", start_new_session=True)
+        proc = start([self.plugin.artifact], env, json.dumps(doc).encode(), start_new_session=True)
         try:
-            stdout, stderr = proc.communicate(json.dumps(doc).encode(), timeout=delay if kill else 120)
+            stdout, stderr = proc.communicate(timeout=delay if kill else 120)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)  # the whole group, whatever the artifact starts
             stdout, stderr = proc.communicate()
@@ -478,9 +476,8 @@ def test_random_sigkills_during_concurrent_add_and_del(plugin):
         assert set(held) <= set(soak.model)
         count = len(store.allocations())
     # The operator's check agrees...
-    checked = subprocess.run([str(plugin.artifact), "db", "check", "--db", str(plugin.db_path)],
-                             capture_output=True, text=True, timeout=60)
-    assert checked.returncode == 0 and f"sound, {count} allocation(s)" in checked.stdout, checked
+    checked = run_db(plugin, ["check"])
+    assert checked.code == 0 and f"sound, {count} allocation(s)" in checked.stdout, checked
     # ...and the plugin itself carries on over the store.
     outcome = plugin.run("ADD", config("final", v6=True), env={"CNI_CONTAINERID": "final"})
     assert outcome.code == 0, outcome

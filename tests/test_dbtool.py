@@ -5,10 +5,10 @@ import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
+from conftest import ROOT, RUNTIME_PATH, hold_store_lock, runtime_env
 from e2e_support import add, add_address, delete, listing, readme_block, run_db, store_files, succeeded
 from ecs_ipam.disk import open_store
 
@@ -122,6 +122,69 @@ def test_list_ages_are_human_readable(plugin):
     assert ages[:2] == ["3d4h", "2h5m"]
     assert ages[2] in ("1m15s", "1m16s", "1m17s")  # the list runs a second or two after the backdating
     assert ages[3] in ("0s", "1s", "2s")
+
+
+# -- db release -----------------------------------------------------------------------------
+
+def test_release_by_address_frees_that_address_only(plugin):
+    add(plugin, {**LINK_LOCAL, "id": "task-a"}, env={"CNI_CONTAINERID": "pause-a"})  # 169.254.172.2
+    add(plugin, {**LINK_LOCAL, "id": "task-b"}, env={"CNI_CONTAINERID": "pause-b"})  # 169.254.172.3
+    outcome = run_db(plugin, ["release", "169.254.172.2"])
+    assert (outcome.code, outcome.stdout) == (0, "released 169.254.172.2 (id task-a, container pause-a)\n"), outcome
+    assert remaining(plugin) == ["169.254.172.3"]
+    # The id is free again: a new ADD under it succeeds (it would be code 102 while it held one).
+    assert add_address(plugin, {**LINK_LOCAL, "id": "task-a"}) == "169.254.172.4"
+
+
+def test_release_by_id_frees_every_address_the_id_holds(plugin):
+    add(plugin, {**DUAL, "id": "task-a"})  # 169.254.172.2 and fd00:ec2::2
+    add(plugin, {**DUAL, "id": "task-b"}, env={"CNI_CONTAINERID": "pause-b"})  # .3 and ::3
+    add(plugin, LINK_LOCAL, env={"CNI_CONTAINERID": "anonymous"})  # .4, without an id
+    outcome = run_db(plugin, ["release", "--id", "task-a"])
+    assert outcome.code == 0, outcome
+    assert sorted(outcome.stdout.splitlines()) == ["released 169.254.172.2 (id task-a, container -)",
+                                                   "released fd00:ec2::2 (id task-a, container -)"]
+    assert remaining(plugin) == ["169.254.172.3", "169.254.172.4", "fd00:ec2::3"]
+
+
+@pytest.mark.parametrize("args, named", [(["169.254.172.9"], "169.254.172.9"), (["--id", "nobody"], "id 'nobody'")])
+def test_release_of_what_nothing_holds_is_exit_1_and_changes_nothing(plugin, args, named):
+    add(plugin, {**LINK_LOCAL, "id": "task-a"})
+    before = store_files(plugin)
+    outcome = run_db(plugin, ["release", *args])
+    assert (outcome.code, outcome.stdout) == (1, ""), outcome
+    assert f"nothing held by {named}" in outcome.stderr, outcome
+    assert store_files(plugin) == before
+
+
+@pytest.mark.parametrize("args", [[], ["169.254.172.2", "--id", "task-a"], ["169.254.172.300"], ["task-a"]])
+def test_release_usage_errors_are_exit_2_and_change_nothing(plugin, args):
+    add(plugin, {**LINK_LOCAL, "id": "task-a"})
+    before = store_files(plugin)
+    outcome = run_db(plugin, ["release", *args])
+    assert (outcome.code, outcome.stdout) == (2, ""), outcome
+    assert "ecs-ipam db release" in outcome.stderr, outcome
+    assert store_files(plugin) == before
+
+
+def test_a_released_address_becomes_the_cursor_so_it_is_handed_out_last(plugin):
+    small = {"ipv4-subnet": "10.0.0.0/29"}  # usable: .2 to .6 (.1 is the gateway)
+    for holder in ("a", "b", "c"):
+        add(plugin, {**small, "id": holder})  # .2, .3, .4
+    assert run_db(plugin, ["release", "10.0.0.2"]).code == 0
+    assert listing(plugin)["cursors"] == {"10.0.0.0/29": "10.0.0.2"}
+    # The next free ones after the cursor first, wrapping round to the released address last.
+    assert [add_address(plugin, {**small, "id": holder}) for holder in ("d", "e", "f")] == [
+        "10.0.0.5", "10.0.0.6", "10.0.0.2"]
+
+
+@pytest.mark.parametrize("args", [["list"], ["check"], ["release", "10.0.0.2"], ["release", "--id", "a"],
+                                  ["gc", "--keep-ids", "/dev/null"]])
+def test_the_db_tools_on_a_path_with_no_store_say_so(plugin, args):
+    outcome = run_db(plugin, [*args, "--db", str(plugin.db_path)], env={"IPAM_DB_PATH": "/nonexistent/x.db"})
+    assert (outcome.code, outcome.stdout) == (1, ""), outcome
+    assert f"no store at {plugin.db_path}" in outcome.stderr, outcome
+    assert not plugin.db_path.parent.exists()  # nothing made: no directory, no lock file
 
 
 # -- db gc ----------------------------------------------------------------------------------
@@ -270,12 +333,9 @@ def test_gc_bad_input_is_named_and_changes_nothing(plugin, args, stdin, code, fr
 
 
 def test_gc_waits_for_the_plugins_lock(plugin):
-    import fcntl
-
     classic_host(plugin)
     before = store_files(plugin)
-    with open(str(plugin.db_path) + ".lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with hold_store_lock(plugin.db_path):
         outcome = run_db(plugin, ["gc", "--keep-ids", "-"], env={"IPAM_DB_CONNECTION_TIMEOUT": "200ms"},
                          stdin=MACS[0].encode())
     assert outcome.code == 1 and "timed out" in outcome.stderr and "lock" in outcome.stderr, outcome
@@ -324,11 +384,8 @@ def recipe_environment(plugin, tmp_path):
     """PATH with ecs-ipam on it (bin/ecs-ipam: the built file), IPAM_DB_PATH the plugin's store."""
     (tmp_path / "bin").mkdir()
     (tmp_path / "bin" / "ecs-ipam").symlink_to(plugin.artifact)
-    env = {"PATH": f"{tmp_path / 'bin'}:/usr/sbin:/usr/bin:/sbin:/bin", "IPAM_DB_PATH": str(plugin.db_path),
-           "HOME": str(tmp_path)}
-    if "SHIV_ROOT" in os.environ:
-        env["SHIV_ROOT"] = os.environ["SHIV_ROOT"]
-    return env
+    return runtime_env({"PATH": f"{tmp_path / 'bin'}:{RUNTIME_PATH}", "IPAM_DB_PATH": str(plugin.db_path),
+                        "HOME": str(tmp_path)})
 
 
 def needs(*tools):
@@ -373,7 +430,7 @@ def test_readme_classic_agent_recipe_works_as_written(plugin, tmp_path):
 def test_readme_netlib_recipe_works_as_written(plugin, tmp_path):
     """The recipe with /var/run/netns a tmpfs of its own (in a mount namespace) holding the live tasks' names."""
     needs("unshare")
-    daemon = (Path(__file__).resolve().parent.parent / "examples" / "ecs-netlib-daemon.conf").read_text()
+    daemon = (ROOT / "examples" / "ecs-netlib-daemon.conf").read_text()
     succeeded(plugin.run("ADD", stdin=daemon, env={"CNI_CONTAINERID": "container-id"}))
     tasks = {"/var/run/netns/3f1c9a2b4d5e6f708192a3b4c5d6e7f8-eth1": "live",
              "/var/run/netns/0a9b8c7d6e5f40312233445566778899-eth1": "stopped"}

@@ -2,7 +2,6 @@
 
 import calendar
 import json
-import fcntl
 import os
 import re
 import subprocess
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import FlockHolder, spawn
 from e2e_support import V4, add, add_address, delete, failed, listing, netconf, silent_success, succeeded
 
 LINE = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ) \[(INFO|ERROR)\] (\S+) id=(\S+) container=(\S+) "
@@ -139,13 +139,6 @@ def test_rotation_keeps_four_generations(logged, log):
     assert sorted(p.name for p in log.parent.iterdir()) == [log.name] + [f"{log.name}.{n}" for n in (1, 2, 3, 4)]
 
 
-def blocked_on(path):
-    """How many processes wait for a flock on path (/proc/locks lists a waiter with "->")."""
-    inode = f":{os.stat(path).st_ino} "
-    with open("/proc/locks") as locks:
-        return sum(1 for line in locks if "->" in line and inode in line)
-
-
 def test_calls_that_all_find_the_log_full_rotate_it_once_and_lose_no_line(logged, log):
     """Forty calls, each with a store of its own (nothing else serialises them), find the log full
     and queue for the rotation lock, which the test holds as a rotating call would: the first
@@ -160,14 +153,11 @@ def test_calls_that_all_find_the_log_full_rotate_it_once_and_lose_no_line(logged
                                 timeout=120)
 
     threads = [threading.Thread(target=one, args=(n,)) for n in range(40)]
-    with open(log, "ab") as holder:
-        fcntl.flock(holder, fcntl.LOCK_EX)
+    with FlockHolder(log) as holder:  # as a call rotating the log holds it
         for thread in threads:
             thread.start()
-        deadline = time.monotonic() + 60
-        while blocked_on(log) < len(threads) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert blocked_on(log) == len(threads)
+        holder.wait_for_waiters(len(threads))
+        assert holder.waiters() == len(threads)
     for thread in threads:
         thread.join()
     assert all(outcome.code == 0 for outcome in results.values()), results
@@ -205,14 +195,11 @@ def test_a_logged_add_is_still_the_add_when_the_log_directory_is_read_only(plugi
 def test_a_logged_add_imports_neither_logging_nor_json_nor_re(plugin, log):
     """Start-up is the hot path: the log line costs an open and a write, not the logging package."""
     interpreter = plugin.artifact.read_bytes().split(b"\n", 1)[0][2:].decode().split()[0]
-    environ = {"PATH": "/usr/bin:/bin", "CNI_COMMAND": "ADD", "IPAM_DB_PATH": str(plugin.db_path),
-               "ECS_CNI_LOG_FILE": str(log.parent / "x.log")}
-    if "SHIV_ROOT" in os.environ:
-        environ["SHIV_ROOT"] = os.environ["SHIV_ROOT"]
+    environ = plugin.env("ADD", {"ECS_CNI_LOG_FILE": str(log.parent / "x.log")})
     log.parent.mkdir()
     for _ in range(2):  # the first start may unpack
-        proc = subprocess.run([interpreter, "-IS", "-X", "importtime", str(plugin.artifact)],
-                              input=json.dumps(netconf(V4)).encode(), env=environ, capture_output=True, timeout=30)
+        proc = spawn([interpreter, "-IS", "-X", "importtime", plugin.artifact], environ,
+                     json.dumps(netconf(V4)).encode(), timeout=30)
         assert proc.returncode == 0, proc.stderr.decode()
     imported = {line.rsplit("|", 1)[1].strip() for line in proc.stderr.decode().splitlines() if "|" in line}
     assert "ecs_ipam.calllog" in imported

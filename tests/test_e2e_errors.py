@@ -1,7 +1,6 @@
 """End to end: the process edge, versions, config validation, the environment and a broken store."""
 
 import contextlib
-import fcntl
 import json
 import os
 import random
@@ -12,12 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from conftest import ROOT, finish, hold_store_lock, spawn
 from e2e_support import (ALL_VERSIONS, DUAL, V4, V6, add, add_address, assert_free, failed, held_addresses,
-                         lock_held, mode_of, netconf, run_args, silent_success, store_files, succeeded)
+                         mode_of, netconf, run_args, run_db, silent_success, store_files, succeeded)
+from go_fixtures import fixture
 
 SUPPORTED = list(ALL_VERSIONS)
-BOLT_FIXTURE = Path(__file__).resolve().parent / "fixtures" / "go-plugin-boltdb" / "ipv4-basic.db"
-SOURCE = Path(__file__).resolve().parent.parent
+SOURCE = ROOT
 
 
 # -- commands, flags and versions -----------------------------------------------------------
@@ -153,8 +153,7 @@ def test_undecodable_config_is_code_6(plugin, command, stdin):
 
 
 def test_non_utf8_stdin_is_code_6(plugin, artifact):
-    proc = subprocess.run([str(artifact)], input=b'{"name": "\xff"}', capture_output=True, cwd="/",
-                          env={"CNI_COMMAND": "ADD", "IPAM_DB_PATH": str(plugin.db_path)})
+    proc = spawn([artifact], plugin.env("ADD"), b'{"name": "\xff"}')
     assert proc.returncode == 1
     assert b"Traceback" not in proc.stdout + proc.stderr
     assert b'"code": 6' in proc.stdout
@@ -376,7 +375,7 @@ def test_lock_timeout_is_code_11_naming_the_path_and_timeout(plugin, command):
     add(plugin, {**V4, "id": "a"})
     before = store_files(plugin)
     conf = netconf({**V4, "id": "a"}, **{"cni.dev/valid-attachments": []})
-    with lock_held(plugin.db_path):
+    with hold_store_lock(plugin.db_path):
         outcome = plugin.run(command, conf, env={"IPAM_DB_CONNECTION_TIMEOUT": "300ms"})
     failed(outcome, 11, str(plugin.db_path), "0.3s")
     assert store_files(plugin) == before
@@ -395,36 +394,21 @@ def _sigalrm_ignored():
 
 @pytest.mark.parametrize("preexec", [_sigalrm_blocked, _sigalrm_ignored])
 def test_lock_timeout_holds_whatever_sigalrm_state_the_runtime_left(plugin, preexec):
-    with lock_held(plugin.db_path):
-        proc = subprocess.run([str(plugin.artifact)], input=json.dumps(netconf(V4)).encode(), capture_output=True,
-                              cwd="/", preexec_fn=preexec, timeout=10,
-                              env={"CNI_COMMAND": "ADD", "IPAM_DB_PATH": str(plugin.db_path),
-                                   "IPAM_DB_CONNECTION_TIMEOUT": "300ms"})
+    with hold_store_lock(plugin.db_path):
+        proc = spawn([plugin.artifact], plugin.env("ADD", {"IPAM_DB_CONNECTION_TIMEOUT": "300ms"}),
+                     json.dumps(netconf(V4)).encode(), timeout=10, preexec_fn=preexec)
     assert proc.returncode == 1 and b"Traceback" not in proc.stdout + proc.stderr, proc
     assert json.loads(proc.stdout)["code"] == 11
 
 
 def test_a_lock_released_within_the_timeout_is_waited_for(plugin):
-    plugin.db_path.parent.mkdir(parents=True)
-    fd = os.open(str(plugin.db_path) + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
-    fcntl.flock(fd, fcntl.LOCK_EX)
-    proc = subprocess.Popen([str(plugin.artifact)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, cwd="/",
-                            env={"CNI_COMMAND": "ADD", "IPAM_DB_PATH": str(plugin.db_path),
-                                 "IPAM_DB_CONNECTION_TIMEOUT": "10s"})
-    try:
-        proc.stdin.write(b'{"cniVersion":"1.1.0","name":"n","ipam":{"ipv4-subnet":"10.0.0.0/24"}}')
-        proc.stdin.close()
+    with hold_store_lock(plugin.db_path):
+        proc = plugin.start("ADD", netconf(V4), env={"IPAM_DB_CONNECTION_TIMEOUT": "10s"})
         with pytest.raises(subprocess.TimeoutExpired):
             proc.wait(timeout=0.5)
-    finally:
-        os.close(fd)
-    assert proc.wait(timeout=20) == 0
-    stdout, stderr = proc.stdout.read(), proc.stderr.read()
-    proc.stdout.close()
-    proc.stderr.close()
-    assert b'"10.0.0.2/24"' in stdout
-    assert b"Traceback" not in stdout + stderr
+    outcome = finish(proc, timeout=20)
+    assert outcome.code == 0, outcome
+    assert outcome.json["ips"][0]["address"] == "10.0.0.2/24"
 
 
 # -- a store the plugin cannot use ----------------------------------------------------------
@@ -432,7 +416,7 @@ def test_a_lock_released_within_the_timeout_is_waited_for(plugin):
 @pytest.fixture
 def bolt_store(plugin):
     plugin.db_path.parent.mkdir(parents=True)
-    shutil.copyfile(BOLT_FIXTURE, plugin.db_path)
+    shutil.copyfile(fixture("ipv4-basic")[0], plugin.db_path)
     return plugin.db_path
 
 
@@ -501,14 +485,12 @@ def test_a_damaged_store_is_code_5_not_a_crash(plugin, key, value, command, hold
         snapshot[key] = value
     conf = netconf({**V4, "id": holder}, **{"cni.dev/valid-attachments": []})
     failed(plugin.run(command, conf), code, "damaged")
-    listing = subprocess.run([str(plugin.artifact), "db", "list", "--db", str(plugin.db_path)], capture_output=True,
-                             text=True, timeout=60)
-    assert listing.returncode == listed and "Traceback" not in listing.stderr, listing
+    listing = run_db(plugin, ["list"])  # (Run asserts there is no traceback)
+    assert listing.code == listed, listing
     if listed:
         assert "damaged" in listing.stderr, listing
-    checked = subprocess.run([str(plugin.artifact), "db", "check", "--db", str(plugin.db_path)], capture_output=True,
-                             text=True, timeout=60)
-    assert checked.returncode == 1 and "Traceback" not in checked.stderr and checked.stderr, checked
+    checked = run_db(plugin, ["check"])
+    assert checked.code == 1 and checked.stderr, checked
 
 
 @pytest.mark.parametrize("key, value", [(b"a/10.0.0.2", b"{not json"), (b"c/c1", b'["nonsense"]')])
@@ -672,8 +654,8 @@ def test_disk_full_is_code_5_and_leaves_nothing_half_written(plugin, tmp_path):
     code, result = step("add-b")
     assert code == 0 and result["ips"][0]["address"] == "10.0.0.3/24", result
     copy = type(plugin)(plugin.artifact, out / "store" / "ipam.db")
-    check = subprocess.run([str(plugin.artifact), "db", "check", "--db", str(copy.db_path)], capture_output=True)
-    assert check.returncode == 0, check
+    check = run_db(copy, ["check"])
+    assert check.code == 0, check
     assert held_addresses(copy) == {"10.0.0.2": ("a", None, "eth0", "10.0.0.0/24"),
                                     "10.0.0.3": ("b", None, "eth0", "10.0.0.0/24")}
     failed(copy.run("ADD", netconf({**V4, "id": "a"})), 102, "'a'", "10.0.0.2")
@@ -732,5 +714,5 @@ def test_random_odd_configs_never_make_an_internal_error(plugin):
         answers.add((command, outcome.code and outcome.json["code"]))
     # The run went through successes and failures of several kinds.
     assert {("ADD", 0), ("DEL", 0), ("ADD", 7), ("CHECK", 103)} <= answers, answers
-    check = subprocess.run([str(plugin.artifact), "db", "check", "--db", str(plugin.db_path)], capture_output=True)
-    assert check.returncode == 0, check
+    check = run_db(plugin, ["check"])
+    assert check.code == 0, check

@@ -8,30 +8,11 @@ canonically (the Go plugin echoes "169.254.170.0/20" as written).
 """
 
 import ipaddress
-import json
-import re
-from pathlib import Path
 
 import pytest
 
 from e2e_support import held_addresses, netconf, silent_success, succeeded
-
-FIXTURES = Path(__file__).resolve().parent / "fixtures" / "go-plugin-boltdb"
-NAMES = ["ipv4-basic", "dual-stack", "ecs-link-local-1000"]
-DUMP_KEY = re.compile(r'^\s*key="([^"]*)" idx=\d+ value="([^"]*)"$')
-
-
-def go_holders(dump):
-    """{address: id or None} from the Go store dump, the gateways and cursors left out."""
-    holders = {}
-    for line in dump.splitlines():
-        match = DUMP_KEY.match(line)
-        if not match or match.group(2) in ("GateWay", "GateWayV6") or match.group(1).startswith("lastKnownIP"):
-            continue
-        key, holder = match.groups()
-        address = key[1:] if key.startswith("6") and ":" in key else key
-        holders[address] = holder or None
-    return holders
+from go_fixtures import NAMES, fixture, go_holders
 
 
 def expected_routes(go_routes, ips):
@@ -45,8 +26,8 @@ def expected_routes(go_routes, ips):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_replay_matches_the_go_plugin(plugin, name):
-    fixture = json.loads((FIXTURES / f"{name}.json").read_text())
-    for number, step in enumerate(fixture["steps"]):
+    steps, dump = fixture(name)[1]["steps"], fixture(name)[1]["dump"]
+    for number, step in enumerate(steps):
         conf = netconf(step["ipam"], "0.3.0")  # the one version the Go plugin accepts
         outcome = plugin.run(step["command"], conf)
         if step["command"] == "DEL":
@@ -58,10 +39,10 @@ def test_replay_matches_the_go_plugin(plugin, name):
         assert result.get("routes", []) == expected_routes(go.get("routes", []), go["ips"]), (number, step)
         assert result["dns"] == {}
     ours = {address: held[0] for address, held in held_addresses(plugin).items()}
-    assert ours == go_holders(fixture["dump"])
+    assert ours == go_holders(dump)
 
 
 def test_go_holders_reads_the_dump():
-    dump = json.loads((FIXTURES / "dual-stack.json").read_text())["dump"]
+    dump = fixture("dual-stack")[1]["dump"]
     assert go_holders(dump) == {"10.0.0.2": "d1", "10.0.0.4": "d3", "2001:db8::2": "d1", "2001:db8::4": "d3",
                                 "2001:db8::5": "v6only"}

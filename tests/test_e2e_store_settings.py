@@ -9,9 +9,8 @@ import time
 
 import pytest
 
-from conftest import Plugin
-from e2e_support import (V4, add_address, assert_held, delete, failed, held_addresses, lock_held, netconf,
-                         store_files)
+from conftest import Plugin, hold_store_lock
+from e2e_support import V4, add_address, assert_held, delete, failed, held_addresses, netconf, store_files
 
 
 @pytest.fixture
@@ -59,7 +58,7 @@ def test_db_connection_timeout_in_the_config_wins(stores):
     conf, env = stores
     add_address(conf, keyed(conf, id="a"))
     before = store_files(conf)
-    with lock_held(conf.db_path):
+    with hold_store_lock(conf.db_path):
         began = time.monotonic()
         outcome = env.run("ADD", netconf(keyed(conf, id="b", **{"db-connection-timeout": "300ms"})),
                           env={"IPAM_DB_CONNECTION_TIMEOUT": "60s"})

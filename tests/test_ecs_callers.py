@@ -10,27 +10,20 @@ calls the IPAM directly, so do the tests.
 import ipaddress
 import json
 import os
-import secrets
-import shutil
 import subprocess
 import threading
 from pathlib import Path
 
 import pytest
 
-from conftest import Outcome
+from conftest import BRIDGE, Outcome, addresses_in, ip, spawn
 
-BRIDGE = Path("/usr/lib/cni/bridge")
 LINK_LOCAL = "169.254.172.0/22"
 NETLIB_V6 = "fd00:ec2::172:0/112"
 ENI_MAC = "0a:1b:2c:3d:4e:5f"
 PAUSE_ID = "4f2ad1c8e0b95c7a3d6e8f1027b4c9d5e6f7a8b9c0d1e2f3a4b5c6d7e8f90a1b"  # 64 hex, a docker id
 DEFAULT_STORE = Path("/data/eni-ipam.db")
 SUFFIXES = ("", ".journal", ".lock", ".new")
-
-
-def ip(*args, check=True):
-    return subprocess.run(["ip", *args], capture_output=True, text=True, check=check, timeout=30)
 
 
 def classic_config(bridge_name):
@@ -67,19 +60,14 @@ def netlib_config(ipam, bridge_name="task-br"):
 
 def run(program, doc, env, netns=None):
     """Run program (a plugin) as a runtime does: a bare environment, doc on stdin, in netns if given."""
-    environ = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", **env}
-    if "SHIV_ROOT" in os.environ:
-        environ["SHIV_ROOT"] = os.environ["SHIV_ROOT"]
-    argv = [str(program)] if netns is None else ["ip", "netns", "exec", netns, str(program)]
-    return Outcome(subprocess.run(argv, input=json.dumps(doc).encode(), env=environ, capture_output=True,
-                                  timeout=120, cwd="/"))
+    argv = [program] if netns is None else ["ip", "netns", "exec", netns, program]
+    return Outcome(spawn(argv, env, json.dumps(doc).encode(), timeout=120))
 
 
 def listing(artifact, db_path):
-    proc = subprocess.run([str(artifact), "db", "list", "--json", "--db", str(db_path)], capture_output=True,
-                          text=True, timeout=60)
-    assert proc.returncode == 0, proc
-    return json.loads(proc.stdout)["allocations"]
+    outcome = Outcome(spawn([artifact, "db", "list", "--json", "--db", db_path]))
+    assert outcome.code == 0, outcome
+    return outcome.json["allocations"]
 
 
 @pytest.fixture
@@ -101,10 +89,8 @@ def default_store():
 
 
 @pytest.fixture
-def namespaces():
-    """new(): a fresh named network namespace; all are deleted by exact name afterwards."""
-    if shutil.which("ip") is None or not BRIDGE.is_file() or os.geteuid() != 0:
-        pytest.skip("needs root, iproute2 and Debian's containernetworking-plugins")
+def namespaces(namespaces):
+    """conftest's namespaces, where the machine does not already use the subnets the agent's configs give."""
     used = ip("-o", "addr").stdout
     for subnet in (LINK_LOCAL, NETLIB_V6):
         network = ipaddress.ip_network(subnet)
@@ -114,38 +100,7 @@ def namespaces():
                     pytest.skip(f"this machine already uses {word}, inside {subnet}")
             except ValueError:
                 continue
-    made = []
-
-    def new():
-        name = f"ecsipam-{secrets.token_hex(4)}"
-        created = ip("netns", "add", name, check=False)
-        if created.returncode != 0:
-            pytest.skip(f"cannot create a network namespace here: {created.stderr.strip()}")
-        made.append(name)
-        ip("-n", name, "link", "set", "lo", "up")
-        return name
-
-    yield new
-    for name in made:
-        ip("netns", "del", name, check=False)
-
-
-@pytest.fixture
-def cni_path(artifact, tmp_path):
-    """ECS_CNI_PLUGINS_PATH-style directory: the bridge plugin and this file as `ecs-ipam`."""
-    directory = tmp_path / "cni-plugins"
-    directory.mkdir()
-    (directory / "ecs-ipam").symlink_to(Path(artifact).resolve())
-    (directory / "bridge").symlink_to(BRIDGE)
-    return directory
-
-
-def addresses_in(netns, ifname, family):
-    shown = ip("-n", netns, "-j", f"-{family}", "addr", "show", "dev", ifname, check=False)
-    if shown.returncode != 0:
-        return []
-    return [f"{a['local']}/{a['prefixlen']}" for link in json.loads(shown.stdout)
-            for a in link.get("addr_info", []) if a.get("scope") == "global"]
+    return namespaces
 
 
 # -- the classic agent ----------------------------------------------------------------------

@@ -2,13 +2,11 @@
 README's "run it by hand" block exactly as written."""
 
 import json
-import os
 import subprocess
-from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, runtime_env
 from e2e_support import held_addresses, readme_block, silent_success, succeeded
 
 EXAMPLES = ROOT / "examples"
@@ -64,9 +62,7 @@ def test_readme_run_it_by_hand_works_as_written(artifact, tmp_path):
     (tmp_path / "dist").mkdir()
     (tmp_path / "dist" / "ecs-ipam").symlink_to(artifact)
     (tmp_path / "examples").symlink_to(EXAMPLES)
-    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(tmp_path), "TMPDIR": str(tmp_path)}
-    if "SHIV_ROOT" in os.environ:
-        env["SHIV_ROOT"] = os.environ["SHIV_ROOT"]
+    env = runtime_env({"HOME": str(tmp_path), "TMPDIR": str(tmp_path)})
     proc = subprocess.run(["bash", "-euo", "pipefail", "-c", block], cwd=tmp_path, env=env, capture_output=True,
                           text=True, timeout=60)
     assert proc.returncode == 0, (block, proc.stdout, proc.stderr)

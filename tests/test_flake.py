@@ -8,11 +8,11 @@ packages, checks and devShells for every system. Nix sees only files git tracks.
 import json
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from conftest import ROOT
+
 STAND_IN = ROOT / "tests" / "nix-stand-in"
 NIX = ["nix", "--extra-experimental-features", "nix-command flakes"]
 OFFLINE = ["--no-write-lock-file", "--override-input", "nixpkgs", f"path:{STAND_IN}"]

@@ -3,13 +3,12 @@
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
+from conftest import ROOT
 from ecs_ipam import jsontext
 
-ROOT = Path(__file__).resolve().parent.parent
 
 DOCUMENTS = [
     '{"cniVersion": "1.0.0", "ipam": {"id": "t\\u00e9\\n\\"x\\"", "ipv4-routes": [{"dst": "1.2.3.4/32", "gw": null}]}}',

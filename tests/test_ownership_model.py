@@ -4,10 +4,10 @@ is in every failure (set ECS_IPAM_MODEL_SEED to replay one)."""
 
 import json
 import os
-import subprocess
 
 import pytest
 
+from conftest import spawn
 from ecs_ipam import cli
 from ecs_ipam.disk import open_store
 from ownership_model import Driver, Record
@@ -38,11 +38,7 @@ class BuiltFile:
         self.db = str(db)
 
     def _run(self, env, stdin, args=()):
-        environ = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "IPAM_DB_PATH": self.db, **env}
-        if "SHIV_ROOT" in os.environ:
-            environ["SHIV_ROOT"] = os.environ["SHIV_ROOT"]
-        proc = subprocess.run([self.artifact, *args], input=stdin, env=environ, capture_output=True,
-                              timeout=60, cwd="/")
+        proc = spawn([self.artifact, *args], {"IPAM_DB_PATH": self.db, **env}, stdin)
         assert b"Traceback" not in proc.stdout + proc.stderr, proc
         return proc
 

@@ -5,11 +5,11 @@ interpreter before anything else.
 """
 
 import ast
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from conftest import ROOT
+
 SHIPPED = sorted((ROOT / "ecs_ipam").glob("*.py")) + [ROOT / "tools" / "launcher.py"]
 
 

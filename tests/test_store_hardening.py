@@ -4,28 +4,21 @@ that keep failing, and a lock file removed while held. The built file, as root, 
 systems (a tmpfs and a read-only bind mount in private mount namespaces, a directory of nobody's).
 """
 
-import fcntl
 import json
 import os
 import pwd
 import shutil
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from e2e_support import V4, add, add_address, failed, netconf, silent_success, succeeded
+from conftest import finish, hold_store_lock, spawn
+from e2e_support import V4, add, add_address, failed, netconf, run_db, silent_success, succeeded
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="these are root's refusals")
 
 NOBODY = pwd.getpwnam("nobody")
-
-
-def db_tool(plugin, *args):
-    """`ecs-ipam db ARGS --db STORE`, its output as text."""
-    return subprocess.run([str(plugin.artifact), "db", *args, "--db", str(plugin.db_path)], capture_output=True,
-                          text=True, timeout=60, cwd="/")
 
 
 def as_nobody():
@@ -83,8 +76,7 @@ def test_a_new_snapshot_link_is_removed_not_followed(plugin, tmp_path):
 
 def test_root_refuses_a_store_directory_another_user_can_write(artifact, nobodys_directory):
     db = nobodys_directory / "ipam.db"
-    outcome = subprocess.run([str(artifact)], input=json.dumps(netconf(V4)).encode(), capture_output=True,
-                             env={"CNI_COMMAND": "ADD", "IPAM_DB_PATH": str(db)}, timeout=60)
+    outcome = spawn([artifact], {"CNI_COMMAND": "ADD", "IPAM_DB_PATH": str(db)}, json.dumps(netconf(V4)).encode())
     error = json.loads(outcome.stdout)
     assert error["code"] == 5 and str(nobodys_directory) in error["msg"] and "other users" in error["msg"], error
     assert list(nobodys_directory.iterdir()) == []  # not even a lock file
@@ -121,12 +113,8 @@ def test_status_under_a_regular_file_says_what_add_says(plugin, tmp_path):
 def test_status_with_an_exhausted_subnet_and_a_busy_lock(plugin):
     add(plugin, {"ipv4-subnet": "10.0.0.0/30", "id": "only"})
     failed(plugin.run("STATUS", netconf({"ipv4-subnet": "10.0.0.0/30"})), 50, "10.0.0.0/30", "exhausted")
-    fd = os.open(f"{plugin.db_path}.lock", os.O_RDWR)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with hold_store_lock(plugin.db_path):
         failed(plugin.run("STATUS", netconf(V4), env={"IPAM_DB_CONNECTION_TIMEOUT": "200ms"}), 11)
-    finally:
-        os.close(fd)
 
 
 # -- 3. read-only calls never call an unreadable or missing store empty -----------------------
@@ -140,11 +128,10 @@ def nobody(tmp_path):
     os.chown(shiv_root, NOBODY.pw_uid, NOBODY.pw_gid)
 
     def run(artifact, args=(), command=None, doc=None, db=None):
-        env = {"PATH": "/usr/bin:/bin", "SHIV_ROOT": str(shiv_root)}
+        env = {"SHIV_ROOT": str(shiv_root)}
         if command:
             env.update({"CNI_COMMAND": command, "IPAM_DB_PATH": str(db)})
-        return subprocess.run([str(artifact), *args], input=json.dumps(doc or {}).encode(), capture_output=True,
-                              env=env, preexec_fn=as_nobody, timeout=60, cwd="/")
+        return spawn([artifact, *args], env, json.dumps(doc or {}).encode(), preexec_fn=as_nobody)
 
     yield run
     shutil.rmtree(shiv_root)
@@ -159,13 +146,6 @@ def test_a_store_nobody_can_read_is_an_error_not_an_empty_store(plugin, nobody):
     proc = nobody(plugin.artifact, command="CHECK", doc=netconf({**V4, "id": "a"}), db=plugin.db_path)
     error = json.loads(proc.stdout)
     assert error["code"] == 5 and "Permission denied" in error["msg"], error
-
-
-@pytest.mark.parametrize("args", [["db", "list"], ["db", "check"], ["db", "release", "10.0.0.2"]])
-def test_the_db_tools_on_a_path_with_no_store_say_so(plugin, args):
-    outcome = plugin.run(None, args=[*args, "--db", str(plugin.db_path)])
-    assert outcome.code == 1 and f"no store at {plugin.db_path}" in outcome.stderr, outcome
-    assert not plugin.db_path.parent.exists()
 
 
 def test_cni_check_and_status_on_a_fresh_host_keep_their_meaning(plugin):
@@ -184,9 +164,9 @@ def test_a_compaction_that_keeps_failing_warns_and_is_reported(plugin):
         outcome = succeeded(plugin.run("ADD", netconf({"ipv4-subnet": "10.1.0.0/16", "id": f"t{n}"})))
         warned += [n] if "compacting the store" in outcome.stderr and "Is a directory" in outcome.stderr else []
     assert warned == list(range(255, 300))  # every commit from the 256th record on says so
-    check = db_tool(plugin, "check")
+    check = run_db(plugin, ["check"])
     # 300 records of ADDs and 45 notes of a failure; under the bound, so still sound, with the reason.
-    assert check.returncode == 0 and "journal: 345 record(s)" in check.stdout, check
+    assert check.code == 0 and "journal: 345 record(s)" in check.stdout, check
     assert "the last compaction failed" in check.stdout and "Is a directory" in check.stdout, check
     silent_success(plugin.run("STATUS", netconf(V4)))
 
@@ -200,8 +180,8 @@ def test_past_the_bound_status_fails_and_db_check_exits_1(plugin):
         for n in range(JOURNAL_LIMIT + 1):
             journal.write(_encode_record({"compaction-failure": f"test record {n}"}))
     failed(plugin.run("STATUS", netconf(V4)), 50, f"holds {JOURNAL_LIMIT + 1} records", "test record")
-    check = db_tool(plugin, "check")
-    assert check.returncode == 1 and f"{JOURNAL_LIMIT + 1} records" in check.stderr, check
+    check = run_db(plugin, ["check"])
+    assert check.code == 1 and f"{JOURNAL_LIMIT + 1} records" in check.stderr, check
 
 
 # -- 5. the lock means what it says ----------------------------------------------------------
@@ -210,37 +190,25 @@ def test_a_call_that_waited_on_a_removed_lock_file_locks_the_one_at_the_path(plu
     """A waits on the lock file; it is removed and another call locks a new one at the path; when
     the old one is let go, A must wait for the new one instead of walking in beside its holder."""
     add(plugin, {**V4, "id": "a"})
-    lock = f"{plugin.db_path}.lock"
-    old = os.open(lock, os.O_RDWR)
-    fcntl.flock(old, fcntl.LOCK_EX)
-    env = {"PATH": "/usr/bin:/bin", "CNI_COMMAND": "ADD", "IPAM_DB_PATH": str(plugin.db_path),
-           "IPAM_DB_CONNECTION_TIMEOUT": "30s"}
-    waiting = subprocess.Popen([str(plugin.artifact)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, env=env, cwd="/")
-    waiting.stdin.write(json.dumps(netconf({**V4, "id": "b"})).encode())
-    waiting.stdin.close()
+    old = hold_store_lock(plugin.db_path)
+    waiting = plugin.start("ADD", netconf({**V4, "id": "b"}), env={"IPAM_DB_CONNECTION_TIMEOUT": "30s"})
     new = None
     try:
-        time.sleep(1.0)  # it has opened the old file and waits for its flock
-        os.unlink(lock)  # an operator "cleaning a stale lock"...
-        new = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-        fcntl.flock(new, fcntl.LOCK_EX)  # ...and another call takes the new one
-        os.close(old)  # the old holder ends
-        old = None
+        old.wait_for_waiters(1)  # it has opened the old file and waits for its flock
+        os.unlink(old.path)  # an operator "cleaning a stale lock"...
+        new = hold_store_lock(plugin.db_path)  # ...and another call takes the new one
+        old.release()  # the old holder ends
         time.sleep(1.0)
         assert waiting.poll() is None, "it ran beside the holder of the new lock file"
-        os.close(new)
-        new = None
-        assert waiting.wait(timeout=30) == 0, waiting.stdout.read()
+        new.release()
+        assert finish(waiting, timeout=30).code == 0
     finally:
-        for fd in (old, new):
-            if fd is not None:
-                os.close(fd)
+        old.release()
+        if new is not None:
+            new.release()
         if waiting.poll() is None:
             waiting.kill()
-        waiting.wait()
-        waiting.stdout.close()
-        waiting.stderr.close()
+            waiting.communicate()
 
 
 # -- 6. small refusals -----------------------------------------------------------------------

@@ -12,15 +12,14 @@ import os
 import random
 import shutil
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
 
 import kill_points
 
-from e2e_support import delete, failed, listing, netconf, silent_success, succeeded
+from conftest import FlockHolder, spawn, start
+from e2e_support import delete, failed, listing, netconf, run_db, silent_success, succeeded
 from ecs_ipam import cli
 from ecs_ipam.disk import open_store
 from go_fixtures import NAMES, SUBNETS, fixture, go_cursors, go_holders, next_free
@@ -119,22 +118,9 @@ def test_every_go_allocation_is_releasable_by_its_go_id(tmp_path, name):
         assert store.allocations() == []
 
 
-def hold_flock(path):
-    """A process holding an exclusive flock on path, as a Go plugin call does; stop() ends it."""
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import fcntl, os, sys, time\n"
-        f"fd = os.open({str(path)!r}, os.O_RDWR)\n"
-        "fcntl.flock(fd, fcntl.LOCK_EX)\n"
-        "print('held', flush=True)\n"
-        "sys.stdin.read()\n")], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    assert holder.stdout.readline() == "held\n"
-    return holder
-
-
 def test_no_upgrade_while_a_go_call_holds_the_files_flock(plugin, go_store):
     path = on_store(plugin, go_store, "dual-stack")
-    holder = hold_flock(path)
-    try:
+    with FlockHolder(path, create=False):  # as a Go plugin call holds its file
         began = time.monotonic()
         outcome = plugin.run("ADD", netconf({**SUBNETS["dual-stack"], "id": "new"}),
                              env={"IPAM_DB_CONNECTION_TIMEOUT": "1s"})
@@ -143,8 +129,6 @@ def test_no_upgrade_while_a_go_call_holds_the_files_flock(plugin, go_store):
         assert waited >= 1.0  # it waited the timeout, not less
         assert path.read_bytes() == original("dual-stack")
         assert sorted(p.name for p in path.parent.iterdir()) == ["eni-ipam.db", "eni-ipam.db.lock"]
-    finally:
-        holder.communicate("")
     outcome = succeeded(plugin.run("ADD", netconf({**SUBNETS["dual-stack"], "id": "new"})))
     assert_upgraded(plugin, path, "dual-stack", outcome)
 
@@ -171,8 +155,8 @@ def test_db_list_and_check_show_the_go_store_without_writing(plugin, go_store):
     listed = listing(plugin)
     assert listed["go_plugin_store"] is True
     assert {a["address"]: a["id"] for a in listed["allocations"]} == go_holders(fixture("dual-stack")[1]["dump"])
-    checked = subprocess.run([str(plugin.artifact), "db", "check", "--db", str(path)], capture_output=True, text=True)
-    assert checked.returncode == 0 and "5 allocation(s)" in checked.stdout and "upgrades it" in checked.stdout
+    checked = run_db(plugin, ["check", "--db", str(path)])
+    assert checked.code == 0 and "5 allocation(s)" in checked.stdout and "upgrades it" in checked.stdout
     assert path.read_bytes() == original("dual-stack")
     assert not (path.parent / (path.name + BACKUP)).exists()
 
@@ -268,18 +252,12 @@ def test_random_kills_during_first_calls_on_the_1000_allocation_store(artifact, 
     seed = int(os.environ.get("ECS_IPAM_UPGRADE_SEED", "7"))
     rng = random.Random(seed)
     holders = go_holders(fixture("ecs-link-local-1000")[1]["dump"])
-    env_base = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
-    if "SHIV_ROOT" in os.environ:
-        env_base["SHIV_ROOT"] = os.environ["SHIV_ROOT"]
     doc = json.dumps(netconf({**SUBNETS["ecs-link-local-1000"], "id": "arn:task/new"}, "0.3.0")).encode()
     outcomes = {"go": 0, "upgraded": 0}
     for trial in range(24):
         path = copy_of(tmp_path, "ecs-link-local-1000", f"trial-{trial}")
-        env = {**env_base, "CNI_COMMAND": "ADD", "IPAM_DB_PATH": str(path)}
-        proc = subprocess.Popen([str(artifact)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, env=env, cwd="/", start_new_session=True)
-        proc.stdin.write(doc)
-        proc.stdin.close()
+        env = {"CNI_COMMAND": "ADD", "IPAM_DB_PATH": str(path)}
+        proc = start([artifact], env, doc, start_new_session=True)
         time.sleep(rng.uniform(0.0, 0.2))  # an unkilled first ADD here takes about 0.1 s
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
@@ -294,8 +272,7 @@ def test_random_kills_during_first_calls_on_the_1000_allocation_store(artifact, 
             assert set(holders) <= held, f"seed {seed}, trial {trial}: a Go allocation was lost"
             assert (path.parent / (path.name + BACKUP)).read_bytes() == original("ecs-link-local-1000")
         # Whatever the kill left, the next call serves and every Go holder is there.
-        after = subprocess.run([str(artifact)], input=doc.replace(b"arn:task/new", b"arn:task/next"),
-                               env=env, capture_output=True, timeout=60, cwd="/")
+        after = spawn([artifact], env, doc.replace(b"arn:task/new", b"arn:task/next"))
         assert after.returncode == 0, (seed, trial, after)
         with open_store(str(path), 5, writable=False) as store:
             listed = {str(a.address): a.id for a in store.allocations()}
