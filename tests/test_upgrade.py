@@ -19,7 +19,7 @@ import pytest
 import kill_points
 
 from conftest import FlockHolder, spawn, start
-from e2e_support import delete, failed, listing, netconf, run_db, silent_success, succeeded
+from e2e_support import failed, listing, netconf, run_db, silent_success, succeeded
 from ecs_ipam import cli
 from ecs_ipam.disk import open_store
 from go_fixtures import NAMES, SUBNETS, fixture, go_cursors, go_holders, next_free
