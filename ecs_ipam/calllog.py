@@ -18,9 +18,11 @@ def line(call, level, now=None):
     2026-11-30T10:00:00Z [INFO] ADD id="0a:1b:2c:3d:4e:5f" container="..." ifname="ecs-eth0": allocated 169.254.172.2
     """
     severity = "error" if call.error is not None else "info"
-    if not (call.changes or call.error is not None) or LOG_LEVELS.index(severity) < LOG_LEVELS.index(level):
+    changed = call.changes or call.upgrades
+    if not (changed or call.error is not None) or LOG_LEVELS.index(severity) < LOG_LEVELS.index(level):
         return None
-    parts = []
+    # An upgrade in place first: the Go plugin's allocations enter the store there.
+    parts = [report.replace("ecs-ipam: ", "", 1).translate(_ESCAPES) for report in call.upgrades]
     if call.error is not None:
         details = f": {call.error.details}" if call.error.details else ""
         parts.append(f"code {call.error.code}: {call.error.msg}{details}".translate(_ESCAPES))

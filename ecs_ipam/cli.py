@@ -55,8 +55,9 @@ CAPABILITIES = {"capabilities": ["awsvpc-network-mode"]}
 
 # One CNI call: the JSON to print (or None) and the exit code; for the call log, who called (the
 # command, the config's id, CNI_CONTAINERID and CNI_IFNAME, None when absent), what the call
-# committed to the store ([(verb, Allocation)], see Store.changes) and the CNIError it failed with.
-Call = namedtuple("Call", "output code command id container ifname changes error")
+# committed to the store ([(verb, Allocation)], see Store.changes), the CNIError it failed with,
+# and the reports of the Go plugin stores it upgraded in place.
+Call = namedtuple("Call", "output code command id container ifname changes error upgrades")
 
 
 def main():
@@ -68,7 +69,7 @@ def main():
     except KeyboardInterrupt:
         sys.exit(130)
     _write(call.output)
-    if call.changes or call.error is not None:
+    if call.changes or call.upgrades or call.error is not None:
         _log(os.environ, call)
     sys.exit(call.code)
 
@@ -120,7 +121,8 @@ def respond(environ, read_stdin, warn):
         error = CNIError(INTERNAL_ERROR, f"internal error: {type(err).__name__}: {err}")
         output, code = error.to_json(cni_version), 1
     return Call(output, code, environ.get("CNI_COMMAND") or None, holder, environ.get("CNI_CONTAINERID") or None,
-                environ.get("CNI_IFNAME") or None, [change for s in sessions for change in s.committed], error)
+                environ.get("CNI_IFNAME") or None, [change for s in sessions for change in s.committed], error,
+                [s.upgraded for s in sessions if s.upgraded])
 
 
 def _log(environ, call):

@@ -71,6 +71,7 @@ class open_store:
         self.must_exist = must_exist
         self.journal_records = 0
         self.compaction_failure = None
+        self.upgraded = None  # the upgrade's report, when this session upgraded a Go plugin store
         self.create = create
         self._lock_fd = None
         self._tables = None
@@ -98,6 +99,7 @@ class open_store:
                 from ecs_ipam import upgrade
 
                 report = upgrade.upgrade(self.path, self.timeout, self.upgrade_subnets, _gdbm())
+                self.upgraded = report
                 if self.warn is not None:
                     self.warn(report)
                 self._tables = _DiskTables(self.path, self.warn)

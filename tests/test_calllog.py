@@ -22,7 +22,7 @@ def held(address, holder="0a:1b:2c:3d:4e:5f", container="f" * 64, ifname="ecs-et
 
 
 def call(command="ADD", changes=(), error=None, holder="0a:1b:2c:3d:4e:5f", container="f" * 64, ifname="ecs-eth0"):
-    return Call(None, 1 if error else 0, command, holder, container, ifname, list(changes), error)
+    return Call(None, 1 if error else 0, command, holder, container, ifname, list(changes), error, [])
 
 
 def test_an_add_names_the_caller_and_what_it_allocated():

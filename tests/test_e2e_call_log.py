@@ -205,3 +205,20 @@ def test_a_logged_add_imports_neither_logging_nor_json_nor_re(plugin, log):
     assert "ecs_ipam.calllog" in imported
     assert not imported & {"logging", "json", "re", "enum", "string", "threading"}, imported
     assert len(lines(log.parent / "x.log")) == 2
+
+
+def test_an_upgrade_in_place_is_in_the_call_log(logged, log):
+    """The audit trail says where the Go plugin's allocations came from, even on a STATUS."""
+    import shutil
+
+    from go_fixtures import SUBNETS, fixture, go_holders
+
+    logged.db_path.parent.mkdir(parents=True)
+    shutil.copyfile(fixture("ipv4-basic")[0], logged.db_path)
+    silent_success(logged.run("STATUS", netconf(SUBNETS["ipv4-basic"]), env=logged.log_env))
+    [(_, level, command, _, _, _, message)] = parsed(log)
+    holders = go_holders(fixture("ipv4-basic")[1]["dump"])
+    assert (level, command) == ("INFO", "STATUS")
+    assert message.startswith(f"upgraded the Go plugin's store {logged.db_path} in place: "
+                              f"{len(holders)} allocation(s) carried over"), message
+    assert f"kept as {logged.db_path}.go-plugin" in message
