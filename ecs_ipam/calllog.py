@@ -5,6 +5,7 @@ import os
 import time
 
 from ecs_ipam import jsontext
+from ecs_ipam.safepath import open_no_follow, require_private
 from ecs_ipam.settings import LOG_LEVELS
 
 MAX_BYTES = 4 * 1024 * 1024  # a log is rotated before a line would take it past this
@@ -78,8 +79,11 @@ def _rotate(path, fd):
 
 
 def _open(path):
+    """The log, opened to append: never through a symlink, and as root never in a directory that
+    another user can write (they could point root's writes at any file); CNIError otherwise."""
+    require_private(os.path.dirname(os.path.abspath(path)), "the call log's directory")
     # O_NONBLOCK: a FIFO at path without a reader fails at once instead of hanging the call.
-    return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NONBLOCK, 0o600)
+    return open_no_follow(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK)
 
 
 def _quoted(text):

@@ -137,7 +137,7 @@ def _log(environ, call):
             if line is not None:
                 calllog.append(path, line)
     except Exception as err:
-        reason = getattr(err, "strerror", None) or f"{type(err).__name__}: {err}"
+        reason = getattr(err, "msg", None) or getattr(err, "strerror", None) or f"{type(err).__name__}: {err}"
         _warn(f"ecs-ipam: warning: cannot write the call log {path}: {reason}")
 
 

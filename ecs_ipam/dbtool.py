@@ -23,6 +23,9 @@ def main(argv, environ):
     except CNIError as err:
         print(f"ecs-ipam db: {err.msg}" + (f" ({err.details})" if err.details else ""), file=sys.stderr)
         return 1
+    except Exception as err:  # a bug: still a message and exit 1, never a traceback
+        print(f"ecs-ipam db: internal error: {type(err).__name__}: {err} (please report it)", file=sys.stderr)
+        return 1
 
 
 def list_allocations(args, path, timeout):

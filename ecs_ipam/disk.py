@@ -30,7 +30,8 @@ import zlib
 
 from ecs_ipam import filekind, jsontext
 from ecs_ipam.errors import IO_FAILURE, CNIError
-from ecs_ipam.lock import lock_store, open_no_follow, symlink_refused
+from ecs_ipam.lock import lock_store
+from ecs_ipam.safepath import open_no_follow, require_private, require_private_links, symlink_refused
 from ecs_ipam.store import LAYOUT, LAYOUT_KEY, DictTables, Store
 
 COMPACT_AFTER = 256
@@ -62,7 +63,9 @@ class open_store:
     def __init__(self, path, timeout, writable=True, upgrade_subnets=None, warn=None, must_exist=False,
                  create=True):
         # A symlink at path is followed once, here: the snapshot is replaced by a rename, which
-        # would otherwise replace the link itself and leave the linked file behind.
+        # would otherwise replace the link itself and leave the linked file behind. (Root
+        # follows only links no other user could have planted: __enter__ checks.)
+        self.given_path = path
         self.path = os.path.realpath(path)
         self.timeout = timeout
         self.writable = writable
@@ -80,6 +83,7 @@ class open_store:
 
     def __enter__(self):
         try:
+            require_private_links(self.given_path)
             directory = os.path.dirname(self.path)
             if not _inspect(self.path, self.upgrade_subnets is not None):
                 if self.must_exist:
@@ -89,7 +93,7 @@ class open_store:
                     self._tables = DictTables()
                     return Store(self._tables)
                 _make_directories(directory)
-            _require_private(directory)
+            require_private(directory)
             self._lock_fd = lock_store(self.path + ".lock", self.timeout, self.writable)
             try:
                 self._tables = _DiskTables(self.path, self.warn)
@@ -194,19 +198,6 @@ def _inspect(path, upgrading):
                             _BOLT_HINT)
     raise CNIError(IO_FAILURE, f"{path} is not an ecs-ipam store: {filekind.DESCRIPTIONS[kind]}",
                    "ecs-ipam never overwrites it; move it away or point db-path (or IPAM_DB_PATH) at another path")
-
-
-def _require_private(directory):
-    """As root, refuse a store directory that other users can write: they could plant hard
-    links or swap names under files root then writes. Symlinks are refused anyway."""
-    if os.geteuid() != 0:
-        return
-    found = os.stat(directory)
-    if found.st_mode & 0o022 or found.st_uid != 0:
-        raise CNIError(IO_FAILURE, f"the store's directory {directory} can be written by other users "
-                                   f"(mode {stat.filemode(found.st_mode)}, owner uid {found.st_uid})",
-                       "root refuses it; make it root's and not group- or world-writable "
-                       f"(chown root {directory} && chmod go-w {directory}), or use another path")
 
 
 def _make_directories(directory):

@@ -11,7 +11,8 @@ import fcntl
 import os
 import time
 
-from ecs_ipam.errors import IO_FAILURE, TRY_AGAIN_LATER, CNIError
+from ecs_ipam.errors import TRY_AGAIN_LATER, CNIError
+from ecs_ipam.safepath import open_no_follow
 
 HOLDER = "another ecs-ipam process holds the store"
 
@@ -69,21 +70,6 @@ def wait_for_flock(fd, timeout, path, holder, shown_timeout=None):
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         signal.signal(signal.SIGALRM, previous)
-
-
-def symlink_refused(path):
-    return CNIError(IO_FAILURE, f"{path} is a symbolic link: ecs-ipam never follows a link beside its store",
-                    "someone who can write that directory may have planted it; remove it")
-
-
-def open_no_follow(path, flags, mode=0o600):
-    """os.open without following a final symlink; code 5 naming path when it is one."""
-    try:
-        return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
-    except OSError as err:
-        if err.errno == errno.ELOOP:
-            raise symlink_refused(path)
-        raise
 
 
 class _Expired(Exception):

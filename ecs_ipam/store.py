@@ -238,8 +238,14 @@ def _address_list(value):
 
 def _decode_allocation(address, value):
     record = jsontext.loads(value)
+    for field in ("id", "container", "ifname"):
+        if not (record[field] is None or isinstance(record[field], str)):
+            raise TypeError(f"{field} is {record[field]!r}, not text")
+    allocated_at = record["allocated_at"]
+    if not isinstance(allocated_at, int) or isinstance(allocated_at, bool):
+        raise TypeError(f"allocated_at is {allocated_at!r}, not a number of seconds")
     return Allocation(address, record["id"], record["container"], record["ifname"],
-                      ipaddress.ip_network(record["subnet"]), record["allocated_at"])
+                      ipaddress.ip_network(record["subnet"]), allocated_at)
 
 
 class DictTables:

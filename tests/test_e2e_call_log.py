@@ -181,7 +181,7 @@ def test_a_logged_add_is_still_the_add_when_the_log_directory_is_read_only(plugi
         pytest.skip("needs root to mount")
     directory = tmp_path / "ro"
     directory.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro", "tmpfs", str(directory)],
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,mode=0755", "tmpfs", str(directory)],
                       capture_output=True).returncode != 0:
         pytest.skip("cannot mount a read-only tmpfs here")
     try:

@@ -271,3 +271,46 @@ def test_an_unpacked_copy_without_site_packages_is_unpacked_again(plugin, tmp_pa
     shutil.rmtree(copy / "site-packages")
     assert add_address(plugin, V4, env={"SHIV_ROOT": str(root)}) == "10.0.0.2"
     assert (copy / "site-packages" / "ecs_ipam" / "cli.py").is_file()
+
+
+# -- links and directories root must not trust, found in review ---------------------------
+
+def test_a_store_path_linked_from_a_directory_others_can_write_is_refused(plugin, tmp_path, nobodys_directory):
+    """nobody plants IPAM_DB_PATH -> a root-only directory: root must not create its store there."""
+    private = tmp_path / "private"
+    private.mkdir()
+    link = nobodys_directory / "ipam.db"
+    link.symlink_to(private / "victim")
+    failed(plugin.run("ADD", netconf(V4), env={"IPAM_DB_PATH": str(link)}), 5, str(link), "symbolic link",
+           str(nobodys_directory), "other users")
+    assert list(private.iterdir()) == []
+    # A linked directory along the path, the same.
+    (nobodys_directory / "sub").symlink_to(private)
+    failed(plugin.run("ADD", netconf(V4), env={"IPAM_DB_PATH": str(nobodys_directory / "sub" / "ipam.db")}), 5,
+           "symbolic link", "other users")
+    assert list(private.iterdir()) == []
+
+
+def test_the_call_log_never_follows_a_link_nor_writes_where_others_can(plugin, tmp_path, nobodys_directory):
+    secret = tmp_path / "secret"
+    secret.write_text("secret\n")
+    mine = tmp_path / "logs"
+    mine.mkdir()
+    (mine / "ecs.log").symlink_to(secret)
+    outcome = succeeded(plugin.run("ADD", netconf(V4), env={"ECS_CNI_LOG_FILE": str(mine / "ecs.log")}))
+    assert "cannot write the call log" in outcome.stderr and "symbolic link" in outcome.stderr, outcome
+    outcome = succeeded(plugin.run("ADD", netconf(V4), env={"ECS_CNI_LOG_FILE": str(nobodys_directory / "x.log")}))
+    assert "cannot write the call log" in outcome.stderr and "other users" in outcome.stderr, outcome
+    assert secret.read_text() == "secret\n" and list(nobodys_directory.iterdir()) == []
+
+
+def test_a_record_of_the_wrong_types_is_damage_for_the_db_tools_too(plugin):
+    import dbm.gnu
+
+    add(plugin, {**V4, "id": "k"})
+    with dbm.gnu.open(str(plugin.db_path), "w") as snapshot:
+        snapshot[b"a/10.0.0.2"] = json.dumps({"id": "k", "container": None, "ifname": None, "subnet": "10.0.0.0/24",
+                                              "allocated_at": "x"}).encode()
+    for args in (["list"], ["check"]):
+        outcome = run_db(plugin, [*args, "--db", str(plugin.db_path)])
+        assert outcome.code == 1 and "allocated_at" in outcome.stderr, outcome
