@@ -292,12 +292,9 @@ def _carry_cursor(store, subnet, go):
 
 
 def _print_import(bolt_file, path, plan, cursors, sources):
-    from ecs_ipam.go_import import names
+    from ecs_ipam.go_import import names, per_subnet
 
-    per_subnet = {}
-    for allocation in plan.allocations:
-        per_subnet[allocation.subnet] = per_subnet.get(allocation.subnet, 0) + 1
-    counts = ", ".join(f"{count} in {subnet}" for subnet, count in per_subnet.items())
+    counts = per_subnet(plan)
     print(f"imported {len(plan.allocations)} address(es) from {bolt_file} into {path}"
           + (f": {counts}" if counts else ""))
     for subnet, cursor in cursors.items():

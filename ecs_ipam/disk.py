@@ -193,11 +193,17 @@ def _inspect(path, upgrading):
     kind = filekind.kind_of_file(path)
     if kind == filekind.GDBM or (kind == filekind.BOLT and upgrading):
         return True
+    raise _not_a_store(path, kind)
+
+
+def _not_a_store(path, kind):
+    """The refusal of a file of kind (not a dbm.gnu file) at the store's path: GoPluginStore for
+    the Go plugin's BoltDB file (upgraded where a config's subnets allow), code 5 otherwise."""
+    found = f"{path} is not an ecs-ipam store: {filekind.DESCRIPTIONS[kind]}"
     if kind == filekind.BOLT:
-        raise GoPluginStore(IO_FAILURE, f"{path} is not an ecs-ipam store: {filekind.DESCRIPTIONS[kind]}",
-                            _BOLT_HINT)
-    raise CNIError(IO_FAILURE, f"{path} is not an ecs-ipam store: {filekind.DESCRIPTIONS[kind]}",
-                   "ecs-ipam never overwrites it; move it away or point db-path (or IPAM_DB_PATH) at another path")
+        return GoPluginStore(IO_FAILURE, found, _BOLT_HINT)
+    return CNIError(IO_FAILURE, found,
+                    "ecs-ipam never overwrites it; move it away or point db-path (or IPAM_DB_PATH) at another path")
 
 
 def _make_directories(directory):
@@ -361,14 +367,9 @@ class _DiskTables:
                 kind = filekind.kind_of_file(self.path)
             except OSError as err:
                 raise _io_error(self.path, err)
-            found = f"{self.path} is not an ecs-ipam store: {filekind.DESCRIPTIONS[kind]}"
-            if kind == filekind.BOLT:
-                raise GoPluginStore(IO_FAILURE, found, _BOLT_HINT)
             if kind == filekind.GDBM:
                 raise self._damaged("gdbm cannot open it", OSError("a damaged dbm.gnu file"))
-            raise CNIError(IO_FAILURE, found,
-                           "ecs-ipam never overwrites it; move it away or point db-path (or IPAM_DB_PATH) "
-                           "at another path")
+            raise _not_a_store(self.path, kind)
 
     def _read_journal(self):
         try:
@@ -436,7 +437,8 @@ def write_new_snapshot(gdbm, path, changes, copy_base=False):
         fd = os.open(new_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
             if copy_base:
-                _copy_file(path, fd)
+                with open(path, "rb") as base:
+                    copy_bytes(base.fileno(), fd, path)
         finally:
             os.close(fd)
         snapshot = gdbm.open(new_path, "wu" if copy_base else "nu", 0o600)
@@ -476,15 +478,15 @@ def install_snapshot(path):
     fsync_directory_of(path)
 
 
-def _copy_file(source_path, target_fd):
-    with open(source_path, "rb") as source:
-        size = os.fstat(source.fileno()).st_size
-        offset = 0
-        while offset < size:
-            sent = os.sendfile(target_fd, source.fileno(), offset, size - offset)
-            if sent == 0:
-                break
-            offset += sent
+def copy_bytes(source_fd, target_fd, name):
+    """Copy the whole file open at source_fd (named name, for the error) to target_fd; OSError if
+    it ends before the size it had when the copy began."""
+    size, offset = os.fstat(source_fd).st_size, 0
+    while offset < size:
+        sent = os.sendfile(target_fd, source_fd, offset, size - offset)
+        if sent == 0:
+            raise OSError(f"{name} ended at byte {offset} of {size} while it was copied")
+        offset += sent
 
 
 def fsync_directory_of(path):

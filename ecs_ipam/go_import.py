@@ -84,6 +84,14 @@ def address_of_key(key):
                        "nothing was imported: it may have been written by another program")
 
 
+def per_subnet(plan):
+    """How many of plan's allocations go to each subnet: "3 in 10.0.0.0/24, 1 in ..." ("" for none)."""
+    counts = {}
+    for allocation in plan.allocations:
+        counts[allocation.subnet] = counts.get(allocation.subnet, 0) + 1
+    return ", ".join(f"{count} in {subnet}" for subnet, count in counts.items())
+
+
 def names(addresses):
     """Up to _SHOWN addresses, comma-separated, and how many more there are."""
     shown = ", ".join(map(str, addresses[:_SHOWN]))

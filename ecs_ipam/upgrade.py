@@ -27,7 +27,7 @@ import os
 import time
 
 from ecs_ipam import bolt, go_import
-from ecs_ipam.disk import fsync_directory_of, install_snapshot, write_new_snapshot
+from ecs_ipam.disk import copy_bytes, fsync_directory_of, install_snapshot, write_new_snapshot
 from ecs_ipam.lock import wait_for_flock
 from ecs_ipam.errors import IO_FAILURE, CNIError
 from ecs_ipam.store import DictTables, Store
@@ -95,12 +95,7 @@ def _keep_backup(path, fd):
         pass
     out = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     try:
-        size, offset = os.fstat(fd).st_size, 0
-        while offset < size:
-            sent = os.sendfile(out, fd, offset, size - offset)
-            if sent == 0:
-                raise OSError(f"{path} ended at byte {offset} of {size} while it was copied")
-            offset += sent
+        copy_bytes(fd, out, path)
         os.fsync(out)
     finally:
         os.close(out)
@@ -127,10 +122,7 @@ def _same_bytes(name, fd):
 
 
 def _report(path, plan, backup):
-    per_subnet = {}
-    for allocation in plan.allocations:
-        per_subnet[allocation.subnet] = per_subnet.get(allocation.subnet, 0) + 1
-    held = ", ".join(f"{count} in {subnet}" for subnet, count in per_subnet.items()) or "none held"
+    held = go_import.per_subnet(plan) or "none held"
     cursors = ", ".join(f"{cursor} in {subnet}" for subnet, cursor in plan.cursors.items())
     return (f"ecs-ipam: upgraded the Go plugin's store {path} in place: {len(plan.allocations)} allocation(s) "
             f"carried over ({held})" + (f", cursor {cursors}" if cursors else "")
