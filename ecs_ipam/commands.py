@@ -21,7 +21,7 @@ def add(request):
     """Allocate one address per family; a caller without an id that already holds one gets it back."""
     ipam, caller = request.config.ipam, request.caller
     now = int(time.time())
-    with request.session(_subnets(ipam)) as store:
+    with request.session(request.config.named.subnets) as store:
         ips = [_held_already(store, family, caller)
                or allocator.allocate(store, family, caller.id, caller.container, caller.ifname, now)
                for family in ipam.families]
@@ -49,7 +49,7 @@ def delete(request):
     if plan.spared:
         request.warn(f"ecs-ipam: warning: DEL without an id released none of the {len(plan.spared)} "
                      f"address(es) container {caller.container!r} holds under ids "
-                     f"({_names(a.address for a in plan.spared)}): a DEL must name the id that holds them")
+                     f"({ownership.names([a.address for a in plan.spared])}): a DEL must name the id that holds them")
     return None
 
 
@@ -58,14 +58,14 @@ def check(request):
     ipam, caller = request.config.ipam, request.caller
     if caller.id is None and caller.container is None:
         raise config_error("CHECK cannot tell whose addresses to check", "give id in ipam or set CNI_CONTAINERID")
-    with request.session(_subnets(ipam), writable=False) as store:
+    with request.session(request.config.named.subnets, writable=False) as store:
         candidates = store.held_by_id(caller.id) if caller.id is not None else store.held_by_container(caller.container)
     return ownership.check(caller, ipam.families, request.config.expected, candidates)
 
 
 def gc(request):
     """Release what containers outside the live attachment list hold from this config's subnets."""
-    subnets = _subnets(request.config.ipam)
+    subnets = request.config.named.subnets
     errors = []  # GC keeps going past what it cannot read or release, and reports it at the end
     with request.session(subnets, create=False) as store:
         for held in ownership.release_by_gc(subnets, request.config.live, store.allocations(damaged=errors)):
@@ -83,7 +83,7 @@ def status(request):
     """Succeed when an ADD could: the store can take a commit now and every subnet has a free address."""
     ipam = request.config.ipam
     try:
-        session = request.session(_subnets(ipam), writable=False)
+        session = request.session(request.config.named.subnets, writable=False)
         with session as store:
             for family in ipam.families:
                 if allocator.next_free_address(store, family) is None:
@@ -107,10 +107,6 @@ def versions(request):
 HANDLERS = {"ADD": add, "DEL": delete, "CHECK": check, "GC": gc, "STATUS": status, "VERSION": versions}
 
 
-def _subnets(ipam):
-    return [family.subnet for family in ipam.families]
-
-
 def _held_already(store, family, caller):
     """The IPConfig of what a caller without an id already holds from family's subnet, or None.
 
@@ -128,7 +124,3 @@ def _held_already(store, family, caller):
                        "DEL it first, or give the container its address in the config")
     chosen = next((a for a in held if family.static is not None and a.address == family.static.ip), held[0])
     return IPConfig(ownership.interface_of(chosen, family), family.gateway)
-
-
-def _names(addresses):
-    return ", ".join(map(str, addresses)) or "none"

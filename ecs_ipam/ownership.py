@@ -64,10 +64,11 @@ def release_by_del(caller, subnets, addresses, candidates):
             return True
         return caller.container is not None and allocation.subnet in subnets
 
-    released = [a for a in _unique(candidates) if holds(caller, a) and named(a)]
+    candidates = _unique(candidates)
+    released = [a for a in candidates if holds(caller, a) and named(a)]
     spared = []
     if caller.id is None and caller.container is not None:
-        spared = [a for a in _unique(candidates) if a.id is not None and a.container == caller.container
+        spared = [a for a in candidates if a.id is not None and a.container == caller.container
                   and same_interface(a.ifname, caller.ifname) and a.subnet in subnets]
     return Release(released, spared)
 
@@ -105,13 +106,13 @@ def check(caller, families, expected, candidates):
             raise CNIError(CHECK_MISMATCH, f"{owner} holds no IPv{family.version} address from {family.subnet}")
         if family.static is not None and family.static not in mine:
             raise CNIError(CHECK_MISMATCH, f"{owner} does not hold its configured {family.static}",
-                           f"it holds {_names(mine)} from {family.subnet}")
+                           f"it holds {names(mine)} from {family.subnet}")
         if expected is not None:
             wanted = sorted(i for i in expected if i.version == family.version)
             if wanted != mine:
                 raise CNIError(CHECK_MISMATCH,
                                f"prevResult's IPv{family.version} addresses differ from what {owner} holds",
-                               f"prevResult has {_names(wanted)}, the store has {_names(mine)}")
+                               f"prevResult has {names(wanted)}, the store has {names(mine)}")
     return None
 
 
@@ -131,5 +132,6 @@ def _unique(allocations):
     return unique
 
 
-def _names(addresses):
+def names(addresses):
+    """The addresses, comma-separated; "none" when there are none."""
     return ", ".join(map(str, addresses)) or "none"
